@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The README's test command. Creates the project-local .venv on first use, installs the
+# project with its dev tools, then runs lint and the test suite. Extra args go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=.venv
+STAMP="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[test.sh] creating $VENV (first run installs torch and friends: a few minutes)"
+  python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
+fi
+if [ ! -f "$STAMP" ]; then
+  echo "[test.sh] installing the project into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  "$VENV/bin/python" -m pip check
+  rm -f "$VENV"/.installed-*
+  touch "$STAMP"
+fi
+echo "[test.sh] ruff"
+"$VENV/bin/ruff" check .
+echo "[test.sh] pytest"
+exec "$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,38 @@
+"""Shared fixtures: one tiny checkpoint per test run, single-threaded torch, offline hub."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Threads on a loaded 2-core box slow small ops 100x: every test runs single-threaded.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    from tts_engine.tiny_checkpoint import build_tiny_checkpoint
+
+    return str(build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-qwen3-tts")))
+
+
+@pytest.fixture(scope="session")
+def reference_model(tiny_checkpoint):
+    """The qwen-tts package's own model on the tiny checkpoint: the ground truth."""
+    from qwen_tts import Qwen3TTSModel
+
+    return Qwen3TTSModel.from_pretrained(tiny_checkpoint, local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def greedy_engine(tiny_checkpoint):
+    from tts_engine import EngineConfig, TTSEngine
+
+    engine = TTSEngine(EngineConfig(model=tiny_checkpoint, do_sample=False, max_streams=8))
+    yield engine
+    engine.close()

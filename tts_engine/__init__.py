@@ -1,0 +1,24 @@
+"""In-process streaming Qwen3-TTS engine: 20 ms packets as each codec frame decodes.
+
+Never imports livekit or aiohttp: the agent wraps this engine, not the other way round.
+"""
+
+from .config import EngineConfig, FrameCapConfig, SamplingConfig
+from .engine import TTSEngine
+from .errors import (
+    EngineBusy,
+    EngineClosed,
+    InvalidTextError,
+    StreamError,
+    TTSEngineError,
+    UnknownLanguageError,
+    UnknownSpeakerError,
+    UnsupportedModelError,
+)
+from .stream import AudioPacket, TTSStream
+
+__all__ = [
+    "AudioPacket", "EngineBusy", "EngineClosed", "EngineConfig", "FrameCapConfig", "InvalidTextError",
+    "SamplingConfig", "StreamError", "TTSEngine", "TTSEngineError", "TTSStream", "UnknownLanguageError",
+    "UnknownSpeakerError", "UnsupportedModelError",
+]

@@ -1,0 +1,109 @@
+"""Engine configuration: one dataclass per concern, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+SUPPORTED_OUTPUT_RATES = (16000, 24000, 48000)
+RANDOM_WEIGHT_SIZES = ("0.6b", "1.7b")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling rules, same meaning and defaults as the qwen-tts package's generate()."""
+
+    do_sample: bool = True
+    temperature: float = 0.9
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.05
+    subtalker_do_sample: bool = True
+    subtalker_temperature: float = 0.9
+    subtalker_top_k: int = 50
+    subtalker_top_p: float = 1.0
+    min_new_tokens: int = 2  # EOS is not allowed before this many codec tokens
+
+    def __post_init__(self) -> None:
+        for name in ("temperature", "subtalker_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0 (use do_sample=False for greedy decoding)")
+        for name in ("top_p", "subtalker_top_p"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1]")
+        for name in ("top_k", "subtalker_top_k"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 disables top-k)")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be > 0 (1.0 disables it)")
+
+
+@dataclass(frozen=True)
+class FrameCapConfig:
+    """Upper bound on frames per utterance, so a model that never emits EOS cannot run for minutes.
+
+    cap = base_frames + frames_per_text_token * text_tokens, at most max_frames_hard. Speech runs at
+    roughly 3-4 text tokens per second (12.5 frames per second), so 8 frames per token is about twice
+    the normal duration.
+    """
+
+    base_frames: int = 25
+    frames_per_text_token: float = 8.0
+    max_frames_hard: int = 3000  # 4 minutes of audio
+
+    def cap(self, text_tokens: int) -> int:
+        return int(min(self.max_frames_hard, self.base_frames + self.frames_per_text_token * text_tokens))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What to load and how to run it.
+
+    model: a local checkpoint folder or a hub id (Qwen3-TTS-12Hz CustomVoice). random_weights: instead
+    of a checkpoint, the full-size architecture ('0.6b' or '1.7b') with random weights (benchmarks).
+    """
+
+    model: str | None = None
+    random_weights: str | None = None
+    device: str = "cpu"
+    dtype: str | None = None  # default: float32 on CPU, bfloat16 on CUDA
+    do_sample: bool = True
+    seed: int = 0
+    sampling: SamplingConfig | None = None  # overrides do_sample when given
+    frame_cap: FrameCapConfig = field(default_factory=FrameCapConfig)
+    max_streams: int = 16
+    max_context: int = 2048  # talker KV positions per stream (prompt + frames)
+    max_text_chars: int = 4000
+    output_sample_rate: int = 24000
+    cuda_graphs: bool = False
+    local_files_only: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.random_weights is None):
+            raise ValueError("set exactly one of EngineConfig.model (checkpoint) or EngineConfig.random_weights")
+        if self.random_weights is not None and self.random_weights not in RANDOM_WEIGHT_SIZES:
+            raise ValueError(f"random_weights must be one of {RANDOM_WEIGHT_SIZES}, got {self.random_weights!r}")
+        if self.output_sample_rate not in SUPPORTED_OUTPUT_RATES:
+            raise ValueError(f"output_sample_rate must be one of {SUPPORTED_OUTPUT_RATES}")
+        if self.max_streams < 1:
+            raise ValueError("max_streams must be >= 1")
+        if self.max_context < 64:
+            raise ValueError("max_context must be >= 64")
+        if self.dtype is not None and self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError("dtype must be float32, bfloat16 or float16")
+        if self.dtype in ("bfloat16", "float16") and not self.device.startswith("cuda"):
+            raise ValueError(f"{self.dtype} is for CUDA devices; on the CPU use float32 (bf16 is ~20x slower there)")
+        if self.cuda_graphs and not self.device.startswith("cuda"):
+            raise ValueError("cuda_graphs=True needs a CUDA device")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        name = self.dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
+        return getattr(torch, name)
+
+    @property
+    def sampling_rules(self) -> SamplingConfig:
+        if self.sampling is not None:
+            return self.sampling
+        return SamplingConfig(do_sample=self.do_sample, subtalker_do_sample=self.do_sample)

@@ -1,0 +1,188 @@
+"""TTSEngine: one thread owns the model; callers open streams from any thread or event loop.
+
+    with TTSEngine(EngineConfig(model="path/to/Qwen3-TTS-12Hz-0.6B-CustomVoice")) as engine:
+        stream = engine.open_stream(speaker="ryan", language="english")
+        stream.push_text("Hello there."); stream.end_text()
+        for packet in stream: play(packet.pcm)          # or: async for packet in stream
+
+The engine thread loops: absorb text -> drop cancelled streams -> run the phases the scheduler
+picks (prefill, predict, talk), each batched across streams -> deliver packets. Nothing here
+blocks a caller for longer than a lock acquisition, except synthesize() which waits by design.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from .audio_packets import Packetizer
+from .config import EngineConfig
+from .errors import EngineBusy, EngineClosed, InvalidTextError
+from .model_loading import load_model
+from .prompt import resolve_voice
+from .runner import ModelRunner
+from .scheduler import StepExecutor
+from .stream import TTSStream
+from .text_input import IncrementalTokenizer
+from .utterance import Utterance
+
+log = logging.getLogger(__name__)
+
+
+class TTSEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.loaded = load_model(config)
+        self.runner = ModelRunner(self.loaded, config)
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._free_slots = list(range(config.max_streams - 1, -1, -1))
+        self._pending: list[Utterance] = []  # opened by callers, not yet seen by the engine thread
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._fatal: BaseException | None = None
+        self.executor = StepExecutor(self.runner)
+        self._thread = threading.Thread(target=self._run, name="tts-engine", daemon=True)
+        self._thread.start()
+
+    # ---- public API ----------------------------------------------------------------------------
+
+    @property
+    def speakers(self) -> list[str]:
+        return self.loaded.speakers
+
+    @property
+    def languages(self) -> list[str]:
+        return self.loaded.languages
+
+    @property
+    def is_test_voice(self) -> bool:
+        return self.loaded.is_test_voice
+
+    def open_stream(self, speaker: str, language: str = "auto", max_frames: int | None = None,
+                    seed: int | None = None) -> TTSStream:
+        """Start an utterance whose text will arrive through push_text()/end_text()."""
+        return self._open(speaker, language, max_frames, seed, streaming=True, keep_float=False)
+
+    def synthesize(self, text: str, speaker: str, language: str = "auto",
+                   max_frames: int | None = None, seed: int | None = None) -> tuple[np.ndarray, int]:
+        """Whole text in, whole float32 waveform at 24 kHz out (the package's non-streaming mode)."""
+        stream = self._start_whole_text(text, speaker, language, max_frames, seed)
+        for _ in stream:
+            pass
+        return self._waveform(stream), 24000
+
+    async def asynthesize(self, text: str, speaker: str, language: str = "auto",
+                          max_frames: int | None = None, seed: int | None = None) -> tuple[np.ndarray, int]:
+        stream = self._start_whole_text(text, speaker, language, max_frames, seed)
+        async for _ in stream:
+            pass
+        return self._waveform(stream), 24000
+
+    def load(self) -> float:
+        """0..1: the share of stream slots in use (what an agent worker reports for dispatch)."""
+        with self._lock:
+            return 1.0 - len(self._free_slots) / self.config.max_streams
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            used = self.config.max_streams - len(self._free_slots)
+        return {"active_streams": used, "pending": len(self._pending), "max_streams": self.config.max_streams,
+                "running_utterances": self.executor.active_count(), **self.runner.device_bytes()}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._wake()
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> TTSEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _start_whole_text(self, text: str, speaker: str, language: str, max_frames: int | None,
+                          seed: int | None) -> TTSStream:
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidTextError("empty text: nothing to synthesize")
+        if len(text) > self.config.max_text_chars:
+            raise InvalidTextError(f"text has {len(text)} characters; the limit is {self.config.max_text_chars} "
+                                   f"(EngineConfig.max_text_chars)")
+        stream = self._open(speaker, language, max_frames, seed, streaming=False, keep_float=True)
+        stream.push_text(text)
+        stream.end_text()
+        return stream
+
+    def _waveform(self, stream: TTSStream) -> np.ndarray:
+        stream.wait_closed()
+        frames = stream._float_frames
+        return np.concatenate(frames) if frames else np.zeros(0, dtype=np.float32)
+
+    def _open(self, speaker: str, language: str, max_frames: int | None, seed: int | None,
+              streaming: bool, keep_float: bool) -> TTSStream:
+        voice = resolve_voice(self.loaded.talker_config, speaker, language, self.languages)
+        if max_frames is not None and max_frames < 1:
+            raise ValueError("max_frames must be >= 1")
+        with self._lock:
+            if self._closed or self._fatal is not None:
+                raise EngineClosed(f"the TTS engine is closed{f' ({self._fatal})' if self._fatal else ''}")
+            if not self._free_slots:
+                raise EngineBusy(f"all {self.config.max_streams} TTS stream slots are in use "
+                                 f"(EngineConfig.max_streams); retry when a stream ends")
+            slot = self._free_slots.pop()
+            stream = TTSStream(self, next(self._ids), self.config.max_text_chars)
+            utt = Utterance(stream=stream, slot=slot, voice=voice, streaming=streaming,
+                            seed=self.config.seed if seed is None else seed, max_frames=max_frames,
+                            tokenizer=IncrementalTokenizer(self.loaded.tokenizer),
+                            packetizer=Packetizer(output_rate=self.config.output_sample_rate),
+                            frame_cap=self.config.frame_cap, keep_float=keep_float)
+            self._pending.append(utt)
+        self._wake()
+        return stream
+
+    def _release(self, utt: Utterance) -> None:
+        with self._lock:
+            self._free_slots.append(utt.slot)
+
+    def _run(self) -> None:
+        if self.runner.device.type == "cuda":
+            torch.cuda.set_device(self.runner.device)
+        try:
+            with torch.inference_mode():
+                while True:
+                    with self._lock:
+                        closing = self._closed
+                        new, self._pending = self._pending, []
+                    self.executor.admit(new)
+                    if closing:
+                        break
+                    self._wakeup.clear()
+                    for utt in self.executor.step():
+                        self._release(utt)
+                    if not self.executor.has_runnable_work():
+                        self._wakeup.wait(timeout=0.5)
+        except BaseException as exc:  # the engine thread must never die silently
+            log.exception("TTS engine thread crashed")
+            self._fatal = exc
+        finally:
+            for utt in self.executor.abort_all(self._fatal or EngineClosed("the TTS engine was closed")):
+                self._release(utt)
+            with self._lock:
+                self._closed = True
+                pending, self._pending = self._pending, []
+            for utt in pending:
+                utt.stream._fail(EngineClosed("the TTS engine was closed"))
+                self._release(utt)

@@ -1,0 +1,123 @@
+"""ModelRunner: the only code that touches the model and its device buffers.
+
+Per-slot device state lives in preallocated tensors indexed by slot: talker KV cache, the hidden
+state and codebook-0 token awaiting the predictor, the frame's embedding sum awaiting the talker,
+the repetition-penalty history, seeds and counters. A frame runs in two phases that the scheduler
+batches separately: `predict` (codebooks 1-15 + codec decode -> audio, needs no text) and `talk`
+(talker step -> next codebook-0 token, needs the next text token). Splitting them lets a frame's
+audio go out before the text for the next frame has arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from .codec_decoder import StreamingCodecDecoder
+from .config import EngineConfig
+from .model_loading import LoadedModel
+from .predictor_step import predict_codebooks
+from .prompt import PromptBuilder
+from .sampling import apply_repetition_penalty, choose_tokens, talker_logit_mask
+from .talker_step import TalkerKVCache, talker_forward
+
+log = logging.getLogger(__name__)
+
+KV_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+def kv_bucket(needed: int, max_context: int) -> int:
+    """Smallest static attention length covering `needed` positions (keeps graph shapes few)."""
+    for size in KV_BUCKETS:
+        if size >= needed:
+            return min(size, max_context)
+    return max_context
+
+
+class ModelRunner:
+    def __init__(self, loaded: LoadedModel, cfg: EngineConfig) -> None:
+        self.loaded = loaded
+        self.cfg = cfg
+        self.rules = cfg.sampling_rules
+        model = loaded.model
+        self.talker = model.talker
+        self.tc = model.config.talker_config
+        self.device = self.talker.codec_head.weight.device
+        self.dtype = self.talker.codec_head.weight.dtype
+        self.prompts = PromptBuilder(model, loaded.tokenizer)
+        S, D, V = cfg.max_streams, self.tc.hidden_size, self.tc.vocab_size
+        dev = self.device
+        self.cache = TalkerKVCache(self.tc, S, cfg.max_context, dev, self.dtype)
+        self.decoder = StreamingCodecDecoder(loaded.speech_decoder, S, device=dev,
+                                             dtype=loaded.speech_decoder.parameters().__next__().dtype)
+        self.past_hidden = torch.zeros(S, D, device=dev, dtype=self.dtype)  # talker state before predict
+        self.code0 = torch.zeros(S, dtype=torch.long, device=dev)  # codebook-0 token awaiting predict
+        self.embed_sum = torch.zeros(S, D, device=dev, dtype=self.dtype)  # frame embeddings awaiting talk
+        self.seen = torch.zeros(S, V, dtype=torch.bool, device=dev)  # repetition-penalty history
+        self.seed = torch.zeros(S, dtype=torch.long, device=dev)
+        self.frame = torch.zeros(S, dtype=torch.long, device=dev)  # frames predicted so far
+        self.logit_mask = talker_logit_mask(V, self.tc.codec_eos_token_id, dev)
+        self.eos_id = self.tc.codec_eos_token_id
+        self.codebook_size = loaded.speech_decoder.config.codebook_size
+
+    # ---- phases -------------------------------------------------------------------------------
+
+    def _choose_code0(self, logits: torch.Tensor, slots: torch.Tensor, new_tokens: torch.Tensor) -> torch.Tensor:
+        # logits: [B, V] fp32; new_tokens: [B] codec tokens chosen so far (min_new_tokens rule)
+        r = self.rules
+        logits = apply_repetition_penalty(logits, self.seen[slots], r.repetition_penalty)
+        logits = logits + self.logit_mask
+        too_early = (new_tokens < r.min_new_tokens)[:, None]
+        eos_col = torch.arange(logits.shape[1], device=logits.device)[None] == self.eos_id
+        logits = logits.masked_fill(too_early & eos_col, float("-inf"))
+        token = choose_tokens(logits, r.do_sample, r.temperature, r.top_k, r.top_p,
+                              self.seed[slots], new_tokens, salt=0)
+        self.seen[slots, token] = True
+        return token
+
+    @torch.inference_mode()
+    def prefill(self, slot: int, embeds: torch.Tensor, seed: int) -> None:
+        """Start an utterance in `slot`: run its prompt and choose its first codebook-0 token."""
+        # embeds: [1, L, D]
+        L = embeds.shape[1]
+        slots = torch.tensor([slot], device=self.device)
+        self.seen[slot] = False
+        self.seed[slot] = seed
+        self.frame[slot] = 0
+        self.decoder.reset(slots)
+        positions = torch.arange(L, device=self.device)[None]
+        hidden, logits = talker_forward(self.talker, self.cache, embeds.to(self.dtype), positions, slots,
+                                        kv_bucket(L, self.cfg.max_context))
+        self.past_hidden[slot] = hidden[0]
+        self.code0[slot] = self._choose_code0(logits, slots, torch.zeros(1, dtype=torch.long, device=self.device))[0]
+
+    @torch.inference_mode()
+    def predict(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Complete one frame per slot: (codes [B, 16], audio [B, 1920]) on the device."""
+        codes, embed_sum = predict_codebooks(self.talker, self.past_hidden[slots], self.code0[slots], self.rules,
+                                             self.seed[slots], self.frame[slots])
+        self.embed_sum[slots] = embed_sum
+        self.frame[slots] += 1
+        # a row whose code0 is EOS is discarded by the scheduler; clamp so the codebook lookup stays valid
+        audio = self.decoder.step(codes.clamp(max=self.codebook_size - 1), slots)
+        return codes, audio
+
+    @torch.inference_mode()
+    def talk(self, slots: torch.Tensor, text_ids: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """One talker step per slot, feeding the frame's embedding sum + one text-track token.
+
+        text_ids: [B] a text token, tts_eos or tts_pad; positions: [B] talker positions.
+        Returns the next codebook-0 tokens [B] (still on the device).
+        """
+        text = self.talker.text_projection(self.talker.get_text_embeddings()(text_ids[:, None]))  # [B, 1, D]
+        embeds = self.embed_sum[slots][:, None] + text
+        hidden, logits = talker_forward(self.talker, self.cache, embeds, positions[:, None], slots, kv_len)
+        self.past_hidden[slots] = hidden
+        token = self._choose_code0(logits, slots, self.frame[slots])
+        self.code0[slots] = token
+        return token
+
+    def device_bytes(self) -> dict[str, Any]:
+        return {"kv_cache": self.cache.nbytes(), "codec_state": self.decoder.state_bytes()}

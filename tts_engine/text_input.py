@@ -1,0 +1,48 @@
+"""Incremental text tokenization for text that is still being written (an LLM reply).
+
+Byte-level BPE never merges across pre-token boundaries (Qwen2's regex split), so the tokens of
+every complete pre-token are final. The last pre-token may still grow ("Hel" + "lo"), so it is held
+back until the next one starts or the text ends. Pushing a text in any chunking therefore yields
+exactly the tokens of tokenizing it at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class IncrementalTokenizer:
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer
+        self._pending = ""
+        self._started = False  # leading whitespace of the whole text is dropped
+        self.chars_seen = 0
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False)) if text else []
+
+    def push(self, chunk: str) -> list[int]:
+        """Add text; return the tokens that can no longer change."""
+        self.chars_seen += len(chunk)
+        if not self._started:
+            chunk = chunk.lstrip()
+            if not chunk:
+                return []
+            self._started = True
+        self._pending += chunk
+        pieces = self._pre_tokenizer.pre_tokenize_str(self._pending)
+        if len(pieces) < 2:
+            return []
+        cut = pieces[-1][1][0]  # start offset of the last (possibly unfinished) pre-token
+        done, self._pending = self._pending[:cut], self._pending[cut:]
+        return self._encode(done)
+
+    def end(self) -> list[int]:
+        """The text is complete: return the held-back tokens (trailing whitespace dropped)."""
+        done, self._pending = self._pending.rstrip(), ""
+        return self._encode(done)
+
+    def tokenize_all(self, text: str) -> list[int]:
+        """Tokens of a complete text, by the same rules as push() + end()."""
+        return self._encode(text.strip())

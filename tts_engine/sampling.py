@@ -1,8 +1,10 @@
 """Token selection on the device: the package's logits rules, with counter-based random numbers.
 
 Random numbers come from a hash of (stream seed, step counter, salt, vocab index) instead of a
-global generator: each stream's samples then depend only on its own seed and position, so a stream
-gives the same audio alone or batched with others, and nothing needs a host round trip. Sampling
+global generator: each stream's random numbers depend only on its own seed and position, never on
+which other streams share its batch, and nothing needs a host round trip. (Its logits can still
+differ in the last bits between batch sizes - GEMM kernels are not batch-invariant - so a near-tie
+may resolve differently when batched; a fixed seed reproduces exactly for the same batching.) Sampling
 is the exponential race (argmax of p / E with E ~ Exp(1)), equivalent to a categorical draw.
 """
 

@@ -31,8 +31,9 @@ def reference_model(tiny_checkpoint):
 
 @pytest.fixture(scope="session")
 def greedy_engine(tiny_checkpoint):
-    from tts_engine import EngineConfig, TTSEngine
+    from tts_engine import EngineConfig, SchedulerConfig, TTSEngine
 
-    engine = TTSEngine(EngineConfig(model=tiny_checkpoint, do_sample=False, max_streams=8))
+    engine = TTSEngine(EngineConfig(model=tiny_checkpoint, do_sample=False, max_streams=8,
+                                    scheduler=SchedulerConfig(max_lead_s=None)))
     yield engine
     engine.close()

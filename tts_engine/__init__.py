@@ -3,7 +3,7 @@
 Never imports livekit or aiohttp: the agent wraps this engine, not the other way round.
 """
 
-from .config import EngineConfig, FrameCapConfig, SamplingConfig
+from .config import EngineConfig, FrameCapConfig, SamplingConfig, SchedulerConfig
 from .engine import TTSEngine
 from .errors import (
     EngineBusy,
@@ -19,6 +19,6 @@ from .stream import AudioPacket, TTSStream
 
 __all__ = [
     "AudioPacket", "EngineBusy", "EngineClosed", "EngineConfig", "FrameCapConfig", "InvalidTextError",
-    "SamplingConfig", "StreamError", "TTSEngine", "TTSEngineError", "TTSStream", "UnknownLanguageError",
+    "SamplingConfig", "SchedulerConfig", "StreamError", "TTSEngine", "TTSEngineError", "TTSStream", "UnknownLanguageError",
     "UnknownSpeakerError", "UnsupportedModelError",
 ]

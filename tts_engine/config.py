@@ -57,6 +57,36 @@ class FrameCapConfig:
 
 
 @dataclass(frozen=True)
+class SchedulerConfig:
+    """How the engine shares the device between streams each step.
+
+    max_lead_s: a stream whose delivered audio is this far ahead of real-time playback (counted
+    from its first packet) is not stepped, so the device goes to streams that need it and little is
+    thrown away on barge-in; None disables the limit. max_batch: most rows in one batched phase
+    (the largest batch bucket); beyond it the streams with the least playout slack go first.
+    """
+
+    max_lead_s: float | None = 1.5
+    max_batch: int = 32
+    batch_buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+
+    def __post_init__(self) -> None:
+        if self.max_lead_s is not None and self.max_lead_s <= 0:
+            raise ValueError("max_lead_s must be > 0 (or None to disable)")
+        if not self.batch_buckets or list(self.batch_buckets) != sorted(set(self.batch_buckets)):
+            raise ValueError("batch_buckets must be increasing and unique")
+        if self.max_batch < 1 or self.max_batch > self.batch_buckets[-1]:
+            raise ValueError(f"max_batch must be in 1..{self.batch_buckets[-1]} (the largest batch bucket)")
+
+    def bucket(self, n: int) -> int:
+        """Smallest batch bucket holding n rows."""
+        for size in self.batch_buckets:
+            if size >= n:
+                return size
+        raise ValueError(f"{n} rows exceed the largest batch bucket {self.batch_buckets[-1]}")
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """What to load and how to run it.
 
@@ -72,11 +102,13 @@ class EngineConfig:
     seed: int = 0
     sampling: SamplingConfig | None = None  # overrides do_sample when given
     frame_cap: FrameCapConfig = field(default_factory=FrameCapConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    prefix_cache: bool = True  # reuse the talker KV of the voice's fixed prompt part
     max_streams: int = 16
     max_context: int = 2048  # talker KV positions per stream (prompt + frames)
     max_text_chars: int = 4000
     output_sample_rate: int = 24000
-    cuda_graphs: bool = False
+    cuda_graphs: bool | None = None  # None: on for CUDA devices, off on the CPU
     local_files_only: bool = False
 
     def __post_init__(self) -> None:
@@ -94,13 +126,17 @@ class EngineConfig:
             raise ValueError("dtype must be float32, bfloat16 or float16")
         if self.dtype in ("bfloat16", "float16") and not self.device.startswith("cuda"):
             raise ValueError(f"{self.dtype} is for CUDA devices; on the CPU use float32 (bf16 is ~20x slower there)")
-        if self.cuda_graphs and not self.device.startswith("cuda"):
+        if self.cuda_graphs is True and not self.device.startswith("cuda"):
             raise ValueError("cuda_graphs=True needs a CUDA device")
 
     @property
     def torch_dtype(self) -> torch.dtype:
         name = self.dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
         return getattr(torch, name)
+
+    @property
+    def use_cuda_graphs(self) -> bool:
+        return self.device.startswith("cuda") if self.cuda_graphs is None else self.cuda_graphs
 
     @property
     def sampling_rules(self) -> SamplingConfig:

@@ -23,6 +23,7 @@ import torch
 from .audio_packets import Packetizer
 from .config import EngineConfig
 from .errors import EngineBusy, EngineClosed, InvalidTextError
+from .graph_runner import StepRunner
 from .model_loading import load_model
 from .prompt import resolve_voice
 from .runner import ModelRunner
@@ -43,10 +44,14 @@ class TTSEngine:
         self._wakeup = threading.Event()
         self._free_slots = list(range(config.max_streams - 1, -1, -1))
         self._pending: list[Utterance] = []  # opened by callers, not yet seen by the engine thread
+        self._open_utterances: dict[int, Utterance] = {}  # stream id -> utterance holding a slot
         self._ids = itertools.count(1)
         self._closed = False
         self._fatal: BaseException | None = None
-        self.executor = StepExecutor(self.runner)
+        self.steps = StepRunner(self.runner, config.scheduler, config.use_cuda_graphs)
+        self._capture_graphs()
+        self.executor = StepExecutor(self.runner, self.steps, config.scheduler, self._release)
+        self._queue_prefix_warming()
         self._thread = threading.Thread(target=self._run, name="tts-engine", daemon=True)
         self._thread.start()
 
@@ -92,8 +97,12 @@ class TTSEngine:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             used = self.config.max_streams - len(self._free_slots)
-        return {"active_streams": used, "pending": len(self._pending), "max_streams": self.config.max_streams,
-                "running_utterances": self.executor.active_count(), **self.runner.device_bytes()}
+            pending = len(self._pending)
+        ex = self.executor
+        return {"active_streams": used, "pending": pending, "max_streams": self.config.max_streams,
+                "running_utterances": ex.active_count(), "steps": ex.step_index, "packets": ex.packets,
+                "underruns": ex.underruns, "cuda_graphs": self.steps.graph_count,
+                "eager_fallbacks": self.steps.eager_fallbacks, **self.runner.device_bytes()}
 
     def close(self) -> None:
         with self._lock:
@@ -113,6 +122,25 @@ class TTSEngine:
 
     def _wake(self) -> None:
         self._wakeup.set()
+
+    def _capture_graphs(self) -> None:
+        try:
+            with torch.inference_mode():
+                self.steps.capture()
+        except Exception:  # a capture problem must cost speed, never the service
+            log.exception("CUDA graph capture failed: the engine runs eagerly")
+            self.steps.use_graphs = False
+
+    def _queue_prefix_warming(self) -> None:
+        """Background work: precompute the prompt prefix of every voice while the engine idles."""
+        r = self.runner
+        if r.prefixes is None:
+            return
+        for speaker in self.speakers:
+            for language in self.languages:
+                voice = resolve_voice(self.loaded.talker_config, speaker, language, self.languages)
+                self.executor.background.append(
+                    lambda v=voice: r.prefixes.warm(v, r.scratch, lambda: r.prompts.fixed_prefix(v), r._prefill_rows))
 
     def _start_whole_text(self, text: str, speaker: str, language: str, max_frames: int | None,
                           seed: int | None) -> TTSStream:
@@ -148,14 +176,24 @@ class TTSEngine:
                             seed=self.config.seed if seed is None else seed, max_frames=max_frames,
                             tokenizer=IncrementalTokenizer(self.loaded.tokenizer),
                             packetizer=Packetizer(output_rate=self.config.output_sample_rate),
-                            frame_cap=self.config.frame_cap, keep_float=keep_float)
+                            frame_cap=self.config.frame_cap, keep_float=keep_float, bypass_lead=keep_float)
             self._pending.append(utt)
+            self._open_utterances[stream.id] = utt
         self._wake()
         return stream
 
     def _release(self, utt: Utterance) -> None:
         with self._lock:
-            self._free_slots.append(utt.slot)
+            self._open_utterances.pop(utt.stream.id, None)
+            if not utt.slot_released:
+                utt.slot_released = True
+                self._free_slots.append(utt.slot)
+
+    def _release_stream(self, stream_id: int) -> None:
+        with self._lock:
+            utt = self._open_utterances.get(stream_id)
+        if utt is not None:
+            self._release(utt)
 
     def _run(self) -> None:
         if self.runner.device.type == "cuda":
@@ -170,16 +208,14 @@ class TTSEngine:
                     if closing:
                         break
                     self._wakeup.clear()
-                    for utt in self.executor.step():
-                        self._release(utt)
-                    if not self.executor.has_runnable_work():
-                        self._wakeup.wait(timeout=0.5)
+                    _ended, idle_for = self.executor.step()
+                    if idle_for is not None:
+                        self._wakeup.wait(timeout=idle_for)
         except BaseException as exc:  # the engine thread must never die silently
             log.exception("TTS engine thread crashed")
             self._fatal = exc
         finally:
-            for utt in self.executor.abort_all(self._fatal or EngineClosed("the TTS engine was closed")):
-                self._release(utt)
+            self.executor.abort_all(self._fatal or EngineClosed("the TTS engine was closed"))
             with self._lock:
                 self._closed = True
                 pending, self._pending = self._pending, []

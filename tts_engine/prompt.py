@@ -80,16 +80,16 @@ class PromptBuilder:
         text_track = torch.cat((pad.expand(-1, codec.shape[1] - 2, -1), bos), dim=1)
         return torch.cat((self.text_embed(self.role_ids), text_track + codec[:, :-1]), dim=1)
 
-    def streaming_prompt(self, voice: Voice, first_text_id: int) -> torch.Tensor:
-        """[1, P+1, D]: prefill for dual-track streaming; the rest of the text comes one per frame."""
-        last = self.text_embed([first_text_id]) + self.codec_embed([voice.codec_prefix[-1]])
-        return torch.cat((self.fixed_prefix(voice), last), dim=1)
+    def streaming_tail(self, voice: Voice, first_text_id: int) -> torch.Tensor:
+        """[1, 1, D]: after the fixed prefix in dual-track mode: the first text token on the codec BOS.
+        The rest of the text is fed one token per generated frame."""
+        return self.text_embed([first_text_id]) + self.codec_embed([voice.codec_prefix[-1]])
 
-    def full_text_prompt(self, voice: Voice, text_ids: list[int]) -> torch.Tensor:
-        """[1, P+n+2, D]: non-streaming prefill with the whole text and tts_eos inside the prompt."""
+    def full_text_tail(self, voice: Voice, text_ids: list[int]) -> torch.Tensor:
+        """[1, n+2, D]: after the fixed prefix in non-streaming mode: the whole text + tts_eos on codec
+        pads, then the codec BOS; every generated frame is then fed tts_pad."""
         _bos, eos, pad = self.text_embed([self.tts_bos_id, self.tts_eos_id, self.tts_pad_id]).chunk(3, dim=1)
         c = self._config.talker_config
         text = torch.cat((self.text_embed(text_ids), eos), dim=1)
         text = text + self.codec_embed([c.codec_pad_id] * (len(text_ids) + 1))
-        start = pad + self.codec_embed([c.codec_bos_id])
-        return torch.cat((self.fixed_prefix(voice), text, start), dim=1)
+        return torch.cat((text, pad + self.codec_embed([c.codec_bos_id])), dim=1)

@@ -1,59 +1,68 @@
-"""StepExecutor: decides, each engine step, which utterances run which phase, and runs them batched.
+"""StepExecutor: the GPU priority scheduler. Each engine step it decides who advances, in order:
 
-Order within a step: drop cancelled streams (their slots free first), prefill new utterances (so a
-new utterance's first frame is never queued behind long replies), then one batched `predict` for
-every utterance holding a codebook-0 token, then one batched `talk` for every utterance whose next
-text token is known. One device->host read-back per frame: the predict phase copies codes and audio
-together; an EOS chosen by `talk` is seen in the next predict's codes (that row's work is dropped).
-A failure inside a phase fails only the streams of that batch; the engine goes on.
+1. frees and cancellations (their slots return first);
+2. new utterances: prefill, and their first frame in this same step - a new reply's first audio is
+   never queued behind long replies;
+3. running streams by playout slack, earliest deadline first (least audio buffered ahead of
+   real-time playback goes first), at most `max_batch` rows per batched stage; a stream more than
+   `max_lead_s` ahead is not stepped at all, so the device goes where it is needed and little is
+   thrown away when a user barges in;
+4. background work (prefix-cache warming) only when nothing else is runnable.
+One device->host read-back per frame: predict copies codes and audio together; an EOS chosen by
+talk is seen in the next predict's codes (that row's extra work is dropped). A failure inside a
+stage fails only the streams of that batch; the engine goes on.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 import numpy as np
-import torch
 
+from .config import SchedulerConfig
 from .errors import StreamError, TTSEngineError
-from .runner import ModelRunner, kv_bucket
+from .graph_runner import StepRunner
+from .runner import ModelRunner
 from .utterance import Phase, Utterance
 
 log = logging.getLogger(__name__)
 
 
 class StepExecutor:
-    def __init__(self, runner: ModelRunner) -> None:
+    def __init__(self, runner: ModelRunner, steps: StepRunner, sched: SchedulerConfig,
+                 release: Callable[[Utterance], None]) -> None:
         self.runner = runner
+        self.release = release  # frees the slot; called BEFORE the caller sees the stream end
+        self.steps = steps
+        self.sched = sched
         self.active: list[Utterance] = []
+        self.step_index = 0
+        self.background: list[Callable[[], None]] = []
+        self.underruns = 0
+        self.packets = 0
 
     def admit(self, utterances: list[Utterance]) -> None:
+        for utt in utterances:
+            utt.stream.stats.admitted_step = self.step_index + 1
         self.active.extend(utterances)
 
     def active_count(self) -> int:
         return len(self.active)
 
-    def has_runnable_work(self) -> bool:
-        r = self.runner
-        for utt in self.active:
-            if utt.stream._should_stop() or utt.phase is Phase.PREDICT:
-                return True
-            if utt.phase is Phase.PREFILL and utt.ready_for_prefill():
-                return True
-            if utt.phase is Phase.TALK and utt.text_id_for_talk(r.prompts.tts_eos_id, r.prompts.tts_pad_id) is not None:
-                return True
-        return False
-
     def abort_all(self, error: BaseException) -> list[Utterance]:
         released, self.active = self.active, []
         for utt in released:
+            self.release(utt)
             utt.stream._fail(error)
         return released
 
     # ---- one step ------------------------------------------------------------------------------
 
-    def step(self) -> list[Utterance]:
-        """Run one engine step; return the utterances that ended (their slots can be reused)."""
+    def step(self) -> tuple[list[Utterance], float | None]:
+        """Run one engine step. Returns (ended utterances, seconds to sleep if nothing ran or None)."""
+        self.step_index += 1
         ended: list[Utterance] = []
         for utt in list(self.active):
             if utt.stream._should_stop():
@@ -63,94 +72,120 @@ class StepExecutor:
                 utt.absorb_text()
             except TTSEngineError as exc:
                 self._end(utt, ended, error=exc)
-        self._prefill([u for u in self.active if u.phase is Phase.PREFILL and u.ready_for_prefill()], ended)
-        self._predict([u for u in self.active if u.phase is Phase.PREDICT], ended)
-        self._talk(ended)
-        return ended
+        now = time.monotonic()
+        ran = self._prefill([u for u in self.active if u.phase is Phase.PREFILL and u.ready_for_prefill()], ended)
+        ran |= self._predict(self._select(Phase.PREDICT, now), ended)
+        ran |= self._talk(self._select(Phase.TALK, now), ended)
+        if ran or any(u.stream._should_stop() for u in self.active):
+            return ended, None
+        if self.background:
+            self.background.pop(0)()
+            return ended, None
+        return ended, self._idle_delay(now)
+
+    def _lead(self, utt: Utterance, now: float) -> float:
+        """Seconds of delivered audio still ahead of real-time playback (-inf before the first packet)."""
+        first = utt.stream.stats.first_packet_at
+        if first is None:
+            return float("-inf")
+        return utt.frames * 0.08 - (now - first)
+
+    def _runnable(self, utt: Utterance) -> bool:
+        if utt.phase is Phase.TALK:
+            return utt.text_id_for_talk(self.runner.prompts.tts_eos_id, self.runner.prompts.tts_pad_id) is not None
+        return utt.phase is Phase.PREDICT
+
+    def _select(self, phase: Phase, now: float) -> list[Utterance]:
+        limit = self.sched.max_lead_s
+        rows = [u for u in self.active if u.phase is phase and self._runnable(u)
+                and (limit is None or u.bypass_lead or self._lead(u, now) <= limit)]
+        rows.sort(key=lambda u: self._lead(u, now))  # earliest deadline first; new utterances lead
+        return rows[:self.sched.max_batch]
+
+    def _idle_delay(self, now: float) -> float:
+        """How long the engine may sleep: until the first held-back stream drops below max_lead."""
+        limit = self.sched.max_lead_s
+        waits = [self._lead(u, now) - limit for u in self.active
+                 if limit is not None and self._runnable(u) and not u.bypass_lead]
+        return max(0.001, min(waits)) if waits else 0.5
+
+    # ---- stages --------------------------------------------------------------------------------
 
     def _end(self, utt: Utterance, ended: list[Utterance], reason: str = "error",
              error: BaseException | None = None) -> None:
         if utt in self.active:
             self.active.remove(utt)
             ended.append(utt)
+        self.release(utt)  # a caller that opens its next stream on seeing this end must find a free slot
         if error is not None:
             log.warning("TTS stream %d failed: %s", utt.stream.id, error)
             utt.stream._fail(error)
         else:
             utt.stream._finish(reason)
 
-    def _fail_batch(self, batch: list[Utterance], ended: list[Utterance], phase: str, exc: Exception) -> None:
-        log.exception("TTS %s phase failed for %d stream(s)", phase, len(batch))
+    def _fail_batch(self, batch: list[Utterance], ended: list[Utterance], stage: str, exc: Exception) -> None:
+        log.exception("TTS %s stage failed for %d stream(s)", stage, len(batch))
         for utt in batch:
-            self._end(utt, ended, error=StreamError(f"{phase} failed: {exc.__class__.__name__}: {exc}"))
+            self._end(utt, ended, error=StreamError(f"{stage} failed: {exc.__class__.__name__}: {exc}"))
 
-    def _prefill(self, batch: list[Utterance], ended: list[Utterance]) -> None:
+    def _prefill(self, batch: list[Utterance], ended: list[Utterance]) -> bool:
         r = self.runner
         for utt in batch:
             try:
-                if utt.streaming:
-                    embeds = r.prompts.streaming_prompt(utt.voice, utt.tokens[0])
-                else:
-                    embeds = r.prompts.full_text_prompt(utt.voice, utt.tokens)
-                if embeds.shape[1] + 2 > r.cfg.max_context:
-                    raise StreamError(f"prompt of {embeds.shape[1]} positions exceeds max_context {r.cfg.max_context}")
-                r.prefill(utt.slot, embeds, utt.seed)
+                if not utt.streaming and len(utt.tokens) + 16 > r.cfg.max_context:
+                    raise StreamError(f"text of {len(utt.tokens)} tokens does not fit max_context {r.cfg.max_context}")
+                utt.position = r.prefill(utt.slot, utt.voice, utt.tokens[0] if utt.streaming else None,
+                                         None if utt.streaming else utt.tokens, utt.seed)
             except Exception as exc:
                 self._fail_batch([utt], ended, "prefill", exc)
                 continue
-            utt.position = embeds.shape[1]
             utt.phase = Phase.PREDICT
             utt.stream.stats.steps += 1
+        return bool(batch)
 
-    def _predict(self, batch: list[Utterance], ended: list[Utterance]) -> None:
+    def _predict(self, batch: list[Utterance], ended: list[Utterance]) -> bool:
         if not batch:
-            return
-        r = self.runner
+            return False
         try:
-            slots = torch.tensor([u.slot for u in batch], device=r.device)
-            codes, audio = r.predict(slots)
-            # the one read-back per frame: codes (for EOS and stream.codes) and audio together
+            codes, audio = self.steps.predict([u.slot for u in batch])
+            # the one read-back per frame: codes (EOS check, stream.codes) and audio together
             codes_host = codes.cpu().numpy()
             audio_host = audio.float().cpu().numpy()
         except Exception as exc:
             self._fail_batch(batch, ended, "predict", exc)
-            return
+            return True
         for i, utt in enumerate(batch):
             utt.stream.stats.steps += 1
-            if codes_host[i, 0] == r.eos_id:
+            if codes_host[i, 0] == self.runner.eos_id:
                 self._end(utt, ended, "eos")
                 continue
-            utt.deliver(codes_host[i].astype(np.int64), audio_host[i])
+            late = utt.deliver(codes_host[i].astype(np.int64), audio_host[i], self.step_index)
+            self.underruns += late
+            self.packets += 4
             if utt.frames >= utt.frame_limit():
                 self._end(utt, ended, "frame_cap")
             else:
                 utt.phase = Phase.TALK
+        return True
 
-    def _talk(self, ended: list[Utterance]) -> None:
+    def _talk(self, rows: list[Utterance], ended: list[Utterance]) -> bool:
         r = self.runner
-        batch, text_ids = [], []
-        for utt in self.active:
-            if utt.phase is not Phase.TALK:
-                continue
-            text_id = utt.text_id_for_talk(r.prompts.tts_eos_id, r.prompts.tts_pad_id)
-            if text_id is None:
-                continue  # waiting for the LLM's next words
+        batch = []
+        for utt in rows:
             if utt.position + 1 >= r.cfg.max_context:
-                self._end(utt, ended, "frame_cap")
-                continue
-            batch.append(utt)
-            text_ids.append(text_id)
+                self._end(utt, ended, "frame_cap")  # the talker's KV window is full
+            else:
+                batch.append(utt)
         if not batch:
-            return
+            return False
+        text_ids = [u.text_id_for_talk(r.prompts.tts_eos_id, r.prompts.tts_pad_id) for u in batch]
         try:
-            dev = r.device
-            positions = [u.position for u in batch]
-            r.talk(torch.tensor([u.slot for u in batch], device=dev), torch.tensor(text_ids, device=dev),
-                   torch.tensor(positions, device=dev), kv_bucket(max(positions) + 1, r.cfg.max_context))
+            self.steps.talk([u.slot for u in batch], text_ids, [u.position for u in batch])  # type: ignore[misc]
         except Exception as exc:
             self._fail_batch(batch, ended, "talk", exc)
-            return
+            return True
         for utt in batch:
             utt.position += 1
             utt.phase = Phase.PREDICT
             utt.stream.stats.steps += 1
+        return True

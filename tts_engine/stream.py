@@ -45,6 +45,9 @@ class StreamStats:
     frames: int = 0
     steps: int = 0  # engine phases (prefill / predict / talk) this stream took part in
     finish_reason: str | None = None  # "eos", "frame_cap", "cancelled", "error"
+    admitted_step: int | None = None  # engine step that first saw the stream
+    first_packet_step: int | None = None  # engine step that delivered its first packet
+    underruns: int = 0  # packets ready after their real-time playback deadline
 
 
 class TTSStream:
@@ -108,6 +111,9 @@ class TTSStream:
             self._packets.clear()
             self._packets.append(self._END)
             self._notify_locked()
+        # the slot is free for new streams now: the engine admits new work only between steps,
+        # after this stream's in-flight step, and a new prefill resets every per-slot state
+        self._engine._release_stream(self.id)
         self._engine._wake()
         if wait:
             self._closed.wait(timeout)

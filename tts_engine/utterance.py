@@ -20,6 +20,8 @@ from .prompt import Voice
 from .stream import AudioPacket, TTSStream
 from .text_input import IncrementalTokenizer
 
+PACKET_SECONDS = 0.020
+
 
 class Phase(enum.Enum):
     PREFILL = "prefill"
@@ -39,6 +41,8 @@ class Utterance:
     packetizer: Packetizer
     frame_cap: FrameCapConfig
     keep_float: bool = False  # synthesize() wants the float waveform too
+    bypass_lead: bool = False  # offline synthesis: no playback clock to stay close to
+    slot_released: bool = False  # guarded by the engine lock: a slot is freed exactly once
     tokens: list[int] = field(default_factory=list)
     text_ended: bool = False
     phase: Phase = Phase.PREFILL
@@ -77,15 +81,27 @@ class Utterance:
             limit = min(limit, self.frame_cap.cap(len(self.tokens)))
         return limit
 
-    def deliver(self, codes: np.ndarray, audio: np.ndarray) -> None:
-        """Packetize one decoded frame and hand it to the caller."""
+    def deliver(self, codes: np.ndarray, audio: np.ndarray, step_index: int) -> int:
+        """Packetize one decoded frame and hand it to the caller; return how many packets are late.
+
+        A packet is late (an underrun) when it is ready after its playback deadline, assuming real-time
+        playback from the first packet: first_packet_at + seq * 20 ms.
+        """
         now = time.monotonic()
-        packets = []
+        stats = self.stream.stats
+        first = stats.first_packet_at if stats.first_packet_at is not None else now
+        if stats.first_packet_step is None:
+            stats.first_packet_step = step_index
+        packets, late = [], 0
         for pcm in self.packetizer.push(audio):
+            late += now > first + self.packets_sent * PACKET_SECONDS
             packets.append(AudioPacket(pcm=pcm, sample_rate=self.packetizer.output_rate, seq=self.packets_sent,
                                        frame=self.frames, ready_at=now))
             self.packets_sent += 1
         if self.keep_float:
             self.stream._float_frames.append(audio)
         self.frames += 1
+        if not self.bypass_lead:
+            stats.underruns += late
         self.stream._deliver(packets, codes)
+        return 0 if self.bypass_lead else late

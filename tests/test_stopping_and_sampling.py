@@ -31,11 +31,12 @@ def _checkpoint_with_eos_row(src: str, dst, scale: float) -> str:
 
 @pytest.fixture(scope="module")
 def eos_checkpoint(tiny_checkpoint, tmp_path_factory):
-    return _checkpoint_with_eos_row(tiny_checkpoint, tmp_path_factory.mktemp("eos") / "ckpt", scale=2.0)
+    return _checkpoint_with_eos_row(tiny_checkpoint, tmp_path_factory.mktemp("eos") / "ckpt", scale=3.0)
 
 
 @pytest.mark.parametrize("text,language", [("Hello world, this is a tiny test.", "english"),
-                                           ("你好，欢迎使用语音合成服务。", "chinese")])
+                                           ("你好，欢迎使用语音合成服务。", "chinese"),
+                                           ("The quick brown fox.", "english")])
 def test_eos_stops_where_the_package_stops(eos_checkpoint, text, language):
     from qwen_tts import Qwen3TTSModel
 

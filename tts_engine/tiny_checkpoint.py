@@ -128,6 +128,12 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     config.architectures = ["Qwen3TTSForConditionalGeneration"]
     model = Qwen3TTSForConditionalGeneration(config).eval()
     with torch.no_grad():
+        # HF's init gives the text path outputs ~100x smaller than the codec embeddings, so the
+        # generated codes would not depend on the text at all and text-streaming tests would pass
+        # vacuously. Give the text track the same weight as the codec track.
+        model.talker.model.text_embedding.weight.normal_(0.0, 0.1)
+        for layer in (model.talker.text_projection.linear_fc1, model.talker.text_projection.linear_fc2):
+            layer.reset_parameters()
         # Random weights would stop at a random frame; a zero EOS row makes every utterance run to
         # its frame cap, so lengths are predictable in tests. (EOS handling is tested separately.)
         model.talker.codec_head.weight[arch.CODEC_SPECIAL_IDS["codec_eos_token_id"]].zero_()

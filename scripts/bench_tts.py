@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""Benchmark the streaming TTS engine, with the qwen-tts package's own path as baseline.
+
+    ./.venv/bin/python scripts/bench_tts.py --random-weights tiny --frames 32 --runs 5 --streams 1,4
+    ./.venv/bin/python scripts/bench_tts.py --random-weights 0.6b --frames 6 --runs 2   # slow on a CPU
+    python scripts/bench_tts.py --model DIR --device cuda --streams 1,4,16 --json out.json
+
+Reports model load time, time to the first 20 ms packet (p50/p95), the per-frame split into
+talker / predictor / codec decoder, RTF, underrun rate, peak GPU memory (CUDA), and the package's
+generate and decoder per frame with the engine/package ratios. Every utterance has exactly
+--frames frames: EOS is held off until then (random weights would stop anywhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from tts_bench.baseline import measure_baseline  # noqa: E402
+from tts_bench.common import TEXTS, is_cuda, log, model_source, ratio, set_threads  # noqa: E402
+from tts_bench.frame_split import measure_frame_split  # noqa: E402
+from tts_bench.report import format_report  # noqa: E402
+from tts_bench.streams import measure_streams, run_concurrent  # noqa: E402
+
+from tts_engine import EngineConfig, FrameCapConfig, SamplingConfig, SchedulerConfig, TTSEngine  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="checkpoint folder (Qwen3-TTS-12Hz CustomVoice)")
+    src.add_argument("--random-weights", choices=("tiny", "0.6b", "1.7b"),
+                     help="tiny: build the tiny test checkpoint in a temp folder; 0.6b/1.7b: full size, random")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: fp32 on CPU, bf16 on CUDA")
+    ap.add_argument("--frames", type=int, default=32, help="frames per utterance (80 ms each)")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--streams", default="1", help="comma list of concurrent stream counts, e.g. 1,4,16")
+    ap.add_argument("--threads", type=int, help="torch threads (default 1 on CPU)")
+    ap.add_argument("--speaker", default="ryan")
+    ap.add_argument("--language", default="english")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the qwen-tts package baseline")
+    ap.add_argument("--json", dest="json_out", help="write the results here")
+    args = ap.parse_args(argv)
+    try:
+        args.stream_counts = [int(x) for x in args.streams.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--streams must be a comma list of integers, got {args.streams!r}")
+    if not args.stream_counts or min(args.stream_counts) < 1:
+        ap.error("--streams needs counts >= 1")
+    if args.frames < 1 or args.runs < 1:
+        ap.error("--frames and --runs must be >= 1")
+    return args
+
+
+def engine_config(args: argparse.Namespace, model_kwargs: dict) -> EngineConfig:
+    return EngineConfig(
+        **model_kwargs, device=args.device, dtype=args.dtype, seed=0, max_streams=max(args.stream_counts),
+        # a fixed length: EOS is not allowed before frames + 1 tokens, and the text-length cap sits above it
+        sampling=SamplingConfig(min_new_tokens=args.frames + 1),
+        frame_cap=FrameCapConfig(base_frames=max(FrameCapConfig.base_frames, args.frames)),
+        # no pacing to playback: the benchmark measures how fast the engine can go
+        scheduler=SchedulerConfig(max_lead_s=None))
+
+
+def wait_for_background_work(engine, timeout_s: float = 600.0) -> float:
+    """Start-up background work (prefix-cache warming) shares the device: let it finish first."""
+    start = time.monotonic()
+    while getattr(engine.executor, "background", None) and time.monotonic() - start < timeout_s:
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def run(args: argparse.Namespace) -> dict:
+    threads = set_threads(args.threads, args.device)
+    transformers.logging.set_verbosity_error()  # HF generate's per-call notices would drown the progress
+    with model_source(args.model, args.random_weights) as src:
+        log(f"loading {src.name} on {args.device} ...")
+        start = time.perf_counter()
+        engine = TTSEngine(engine_config(args, src.engine_kwargs))
+        load_s = time.perf_counter() - start
+        log(f"loaded in {load_s:.1f} s")
+        with engine:
+            waited = wait_for_background_work(engine)
+            if waited > 0.1:
+                log(f"waited {waited:.1f} s for the engine's start-up background work")
+            log("warm-up stream ...")
+            run_concurrent(engine, 1, min(args.frames, 4), args.speaker, args.language, seed=99)
+            cuda = is_cuda(args.device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            log("streams ...")
+            streams = measure_streams(engine, args.stream_counts, args.runs, args.frames, args.speaker, args.language)
+            log("per-frame split ...")
+            split = measure_frame_split(engine, args.frames, args.speaker, args.language, TEXTS[0])
+            peak = torch.cuda.max_memory_allocated() if cuda else None
+            baseline = None
+            if not args.no_baseline:
+                log("qwen-tts package baseline ...")
+                baseline = measure_baseline(engine, TEXTS[0], args.speaker, args.language, args.frames, args.runs)
+            dtype = str(engine.runner.dtype).removeprefix("torch.")
+    engine_generate = split["talker"]["mean"] + split["predictor"]["mean"]
+    base = baseline or {}
+    return {
+        "config": {"model": args.model, "random_weights": args.random_weights, "device": args.device, "dtype": dtype,
+                   "frames": args.frames, "runs": args.runs, "streams": args.stream_counts, "threads": threads,
+                   "speaker": args.speaker, "language": args.language, "torch": torch.__version__,
+                   "cuda_device": torch.cuda.get_device_name() if is_cuda(args.device) else None,
+                   "host": platform.node(), "cpu_count": os.cpu_count()},
+        "model": {"name": src.name, "load_s": load_s, "build_s": src.build_s if src.built_tiny else None},
+        "streams": streams,
+        "frame_split_ms": split,
+        "peak_gpu_mem_bytes": peak,
+        "baseline": baseline,
+        "ratios": {
+            "generate": ratio(engine_generate, base.get("generate_ms_per_frame")),
+            "codec_vs_windowed": ratio(split["codec"]["mean"], base.get("codec_windowed_ms_per_frame")),
+            "codec_vs_windowed_steady": ratio(split["codec"]["mean"], base.get("codec_windowed_steady_ms_per_frame")),
+            "codec_vs_whole": ratio(split["codec"]["mean"], base.get("codec_whole_ms_per_frame")),
+        },
+    }
+
+
+def _json_safe(value):
+    """NaN is not JSON: write null instead."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = run(args)
+    print(format_report(results))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(_json_safe(results), f, indent=2)
+        log(f"results written to {args.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Speech-to-text through an Omni server, as a non-streaming livekit `stt.STT`.
+
+AgentSession wraps a non-streaming STT in `stt.StreamAdapter(stt, vad)` and calls `recognize()`
+once per VAD end of speech, so one utterance = one HTTP request here. The framework owns retries
+(`conn_options.max_retry`); the HTTP client never retries on its own.
+
+This module also holds the small wire helpers `omni_llm` shares (client construction, modality
+filtering, error translation): both speak the same OpenAI-compatible dialect to the same server.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+
+import openai
+from livekit.agents import (
+    NOT_GIVEN,
+    APIConnectionError,
+    APIConnectOptions,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    NotGivenOr,
+    stt,
+    utils,
+)
+from openai.types.chat import ChatCompletionChunk
+
+from .omni_config import OmniConfig
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- wire helpers shared with omni_llm
+
+
+def make_client(config: OmniConfig) -> openai.AsyncOpenAI:
+    # max_retries=0: livekit's STT.recognize / LLMStream._main_task already retry; retrying here
+    # too would multiply the wait before an error reaches the user.
+    return openai.AsyncOpenAI(
+        base_url=config.api_base,
+        api_key=config.api_key,
+        max_retries=0,
+        timeout=config.request_timeout_s,
+    )
+
+
+def is_text_chunk(chunk: ChatCompletionChunk) -> bool:
+    """vLLM-Omni tags every chunk with a top-level `modality`; an "audio" chunk carries a whole
+    base64 WAV in delta.content and must never be read as text. Servers without the tag
+    (llama.cpp, plain vLLM) send text only."""
+    return (chunk.model_extra or {}).get("modality") in (None, "text")
+
+
+def text_delta(chunk: ChatCompletionChunk) -> tuple[str, bool]:
+    """(text, finished) of one streamed chunk; ("", False) for non-text modalities."""
+    if not is_text_chunk(chunk):
+        return "", False
+    text = "".join(c.delta.content or "" for c in chunk.choices if c.delta is not None)
+    finished = any(c.finish_reason for c in chunk.choices)
+    return text, finished
+
+
+def to_api_error(exc: openai.OpenAIError, *, url: str, timeout_s: float, stage: str) -> APIError:
+    """Translate an openai SDK error into the livekit error the framework's retry logic expects.
+
+    `stage` says how far the request got ("request", "stream"), so a log line tells a refused
+    connection apart from a reply cut off halfway.
+    """
+    if isinstance(exc, openai.APITimeoutError):
+        return APITimeoutError(f"{url}: no data for {timeout_s:g} s during {stage} (timed out)")
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        detail = body.get("message") or exc.message
+        return APIStatusError(
+            f"{url} answered HTTP {exc.status_code}: {detail}",
+            status_code=exc.status_code,
+            request_id=exc.request_id,
+            body=exc.body,
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        # livekit's APIConnectionError.__str__ appends the root cause (ConnectError, ...) itself.
+        if stage == "stream":
+            return APIConnectionError(f"{url}: connection lost mid-stream")
+        return APIConnectionError(f"{url}: no response (connection refused, reset or closed)")
+    if isinstance(exc, openai.APIError):
+        # An error event inside a 200 SSE stream (vLLM sends `data: {"error": {...}}`).
+        body = exc.body if isinstance(exc.body, dict) else {}
+        code = body.get("code")
+        status = code if isinstance(code, int) and 400 <= code < 600 else 500
+        return APIStatusError(
+            f"{url} reported an error mid-stream: {exc.message}", status_code=status, body=exc.body
+        )
+    return APIConnectionError(f"{url}: {type(exc).__name__}: {exc}")
+
+
+def truncated_stream_error(url: str) -> APIConnectionError:
+    # Both vLLM and llama.cpp end every stream with a finish_reason; without one the reply was cut
+    # short (connection closed early, or an unsupported modality gave empty `choices`).
+    return APIConnectionError(f"{url}: stream ended without a finish_reason (reply truncated)")
+
+
+# ---------------------------------------------------------------------------------------- the STT
+
+
+class OmniSTT(stt.STT):
+    """One HTTP request per utterance; `last_request_ms` is the latest request's wall time
+    (set after failures too) for the per-turn tracer."""
+
+    def __init__(self, config: OmniConfig, *, client: openai.AsyncOpenAI | None = None) -> None:
+        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+        self._cfg = config
+        self._client = client or make_client(config)
+        self._owns_client = client is None
+        self.last_request_ms: float | None = None
+
+    @property
+    def config(self) -> OmniConfig:
+        return self._cfg
+
+    @property
+    def model(self) -> str:
+        return self._cfg.stt_model_name
+
+    @property
+    def provider(self) -> str:
+        return "vllm-omni" if self._cfg.stt_style == "chat_audio" else "openai-compatible"
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.close()
+
+    async def _recognize_impl(
+        self,
+        buffer: utils.AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        # conn_options only drive the framework's retries; the HTTP timeout is request_timeout_s.
+        lang = str(language) if utils.is_given(language) and language else self._cfg.stt_language
+        if isinstance(buffer, list) and not buffer:
+            return _final("", lang)
+        wav = utils.merge_frames(buffer).to_wav_bytes()
+
+        t0 = time.perf_counter()
+        try:
+            if self._cfg.stt_style == "chat_audio":
+                text = await self._chat_audio(wav, lang)
+            else:
+                text = await self._transcriptions(wav, lang)
+        finally:
+            self.last_request_ms = (time.perf_counter() - t0) * 1000.0
+        logger.debug("transcribed %d WAV bytes in %.0f ms: %r", len(wav), self.last_request_ms, text)
+        return _final(text.strip(), lang)
+
+    async def _chat_audio(self, wav: bytes, language: str) -> str:
+        url = f"{self._cfg.api_base}/chat/completions"
+        data_uri = "data:audio/wav;base64," + base64.b64encode(wav).decode("ascii")
+        content = [
+            {"type": "audio_url", "audio_url": {"url": data_uri}},
+            {"type": "text", "text": self._cfg.transcription_prompt(language)},
+        ]
+        parts: list[str] = []
+        finished = False
+        stage = "request"
+        try:
+            stream = await self._client.chat.completions.create(
+                model=self._cfg.stt_model_name,
+                messages=[{"role": "user", "content": content}],  # type: ignore[list-item]
+                stream=True,
+                modalities=["text"],
+                temperature=0.0,  # a transcript should not vary between identical requests
+            )
+            stage = "stream"
+            # `async with` closes the HTTP response if this task is cancelled mid-read.
+            async with stream:
+                async for chunk in stream:
+                    text, done = text_delta(chunk)
+                    parts.append(text)
+                    finished = finished or done
+        except openai.OpenAIError as e:
+            raise to_api_error(e, url=url, timeout_s=self._cfg.request_timeout_s, stage=stage) from e
+        if not finished:
+            raise truncated_stream_error(url)
+        return "".join(parts)
+
+    async def _transcriptions(self, wav: bytes, language: str) -> str:
+        url = f"{self._cfg.api_base}/audio/transcriptions"
+        extra = {"prompt": self._cfg.stt_prompt} if self._cfg.stt_prompt else {}
+        try:
+            resp = await self._client.audio.transcriptions.create(
+                file=("audio.wav", wav, "audio/wav"),
+                model=self._cfg.stt_model_name,
+                language=language.split("-")[0],  # Whisper-style servers want ISO-639-1
+                response_format="json",
+                **extra,
+            )
+        except openai.OpenAIError as e:
+            raise to_api_error(e, url=url, timeout_s=self._cfg.request_timeout_s, stage="request") from e
+        return resp.text or ""
+
+
+def _final(text: str, language: str) -> stt.SpeechEvent:
+    # An empty FINAL_TRANSCRIPT is how "nothing was said" is reported: StreamAdapter drops it
+    # and no user turn is created.
+    return stt.SpeechEvent(
+        type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+        request_id=utils.shortuuid(),
+        alternatives=[stt.SpeechData(language=language, text=text)],
+    )

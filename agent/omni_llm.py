@@ -21,6 +21,7 @@ from livekit.agents import (
     utils,
 )
 
+from .hooks import PipelineHooks
 from .omni_config import LLMConfig, OmniConfig
 from .omni_stt import is_text_chunk, make_client, text_delta, to_api_error, truncated_stream_error
 
@@ -104,8 +105,10 @@ class OmniLLM(llm.LLM):
         config: LLMConfig | None = None,
         *,
         client: openai.AsyncOpenAI | None = None,
+        hooks: PipelineHooks | None = None,
     ) -> None:
         super().__init__()
+        self.hooks = hooks
         self._omni = omni
         self._cfg = config or LLMConfig()
         self._client = client or make_client(omni)
@@ -204,6 +207,9 @@ class OmniLLMStream(llm.LLMStream):
         stage = "request"
         self._llm.last_ttft_ms = None  # a request that yields no text must not report the previous one's
         t0 = time.perf_counter()
+        hooks = self._llm.hooks
+        if hooks is not None:
+            hooks.llm_started()
         try:
             stream = await self._llm._client.chat.completions.create(**kwargs)
             stage = "stream"
@@ -215,14 +221,24 @@ class OmniLLMStream(llm.LLMStream):
                         if self.ttft_ms is None:
                             self.ttft_ms = (time.perf_counter() - t0) * 1000.0
                             self._llm.last_ttft_ms = self.ttft_ms
+                            if hooks is not None:
+                                hooks.llm_first_token()
                         delta = llm.ChoiceDelta(role="assistant", content=text)
                         self._event_ch.send_nowait(llm.ChatChunk(id=chunk.id, delta=delta))
                     if chunk.usage is not None and is_text_chunk(chunk):
                         self._event_ch.send_nowait(llm.ChatChunk(id=chunk.id, usage=_usage(chunk.usage)))
         except openai.OpenAIError as e:
-            raise to_api_error(e, url=url, timeout_s=omni.request_timeout_s, stage=stage) from e
+            error = to_api_error(e, url=url, timeout_s=omni.request_timeout_s, stage=stage)
+            if hooks is not None:
+                hooks.llm_finished(str(error))
+            raise error from e
         if not finished:
-            raise truncated_stream_error(url)
+            error = truncated_stream_error(url)
+            if hooks is not None:
+                hooks.llm_finished(str(error))
+            raise error
+        if hooks is not None:
+            hooks.llm_finished(None)
 
 
 def _usage(u: Any) -> llm.CompletionUsage:

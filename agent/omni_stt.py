@@ -28,6 +28,7 @@ from livekit.agents import (
 )
 from openai.types.chat import ChatCompletionChunk
 
+from .hooks import PipelineHooks
 from .omni_config import OmniConfig
 
 logger = logging.getLogger(__name__)
@@ -109,8 +110,10 @@ class OmniSTT(stt.STT):
     """One HTTP request per utterance; `last_request_ms` is the latest request's wall time
     (set after failures too) for the per-turn tracer."""
 
-    def __init__(self, config: OmniConfig, *, client: openai.AsyncOpenAI | None = None) -> None:
+    def __init__(self, config: OmniConfig, *, client: openai.AsyncOpenAI | None = None,
+                 hooks: PipelineHooks | None = None) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+        self.hooks = hooks
         self._cfg = config
         self._client = client or make_client(config)
         self._owns_client = client is None
@@ -146,13 +149,19 @@ class OmniSTT(stt.STT):
         wav = utils.merge_frames(buffer).to_wav_bytes()
 
         t0 = time.perf_counter()
+        text, error = "", None
         try:
             if self._cfg.stt_style == "chat_audio":
                 text = await self._chat_audio(wav, lang)
             else:
                 text = await self._transcriptions(wav, lang)
+        except Exception as exc:
+            error = str(exc) or exc.__class__.__name__
+            raise
         finally:
             self.last_request_ms = (time.perf_counter() - t0) * 1000.0
+            if self.hooks is not None:
+                self.hooks.stt_finished(self.last_request_ms, text.strip(), error)
         logger.debug("transcribed %d WAV bytes in %.0f ms: %r", len(wav), self.last_request_ms, text)
         return _final(text.strip(), lang)
 

@@ -96,7 +96,7 @@ class FakeOmni:
         self.disconnects = 0  # the client went away before the stream completed
         self.disconnect_times: list[float] = []  # time.monotonic() of each
         self.aborts = 0  # connections cut by the "disconnect_mid_stream" fault
-        self._faults: list[str] = []
+        self._faults: list[tuple[str, str]] = []  # (kind, target)
         self._next_transcript = 0
         self._disconnected: asyncio.Condition | None = None
         self._runner: web.AppRunner | None = None
@@ -104,8 +104,8 @@ class FakeOmni:
 
     # ------------------------------------------------------------------ lifecycle and control
 
-    async def start(self) -> str:
-        """Bind 127.0.0.1 on a free port; returns the OpenAI base URL (".../v1")."""
+    async def start(self, port: int = 0) -> str:
+        """Bind 127.0.0.1 (on a free port unless given); returns the OpenAI base URL (".../v1")."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
@@ -115,7 +115,7 @@ class FakeOmni:
         # the fake notices a closed stream even while it sleeps between tokens.
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = self._runner.addresses[0][1]
         self._disconnected = asyncio.Condition()
@@ -127,12 +127,15 @@ class FakeOmni:
             await self._runner.cleanup()
             self._runner = None
 
-    def fail_next(self, kind: str, count: int = 1) -> None:
+    def fail_next(self, kind: str, count: int = 1, target: str = "any") -> None:
+        """Fail the next `count` requests of `target` ("any", "stt": audio in, "llm": text only)."""
         if kind == "refuse":
             raise ValueError("'refuse' is not injected: await fake.stop() and keep the old base_url")
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; expected one of {FAULT_KINDS}")
-        self._faults.extend([kind] * count)
+        if target not in ("any", "stt", "llm"):
+            raise ValueError("target must be 'any', 'stt' or 'llm'")
+        self._faults.extend([(kind, target)] * count)
 
     async def wait_for_disconnects(self, n: int = 1, timeout: float = 1.0) -> float:
         """Wait until `n` client disconnects were seen; returns the time of the n-th."""
@@ -160,7 +163,7 @@ class FakeOmni:
         rec["audio"] = upload.file.read()
         if not form.get("model"):
             return _error(400, "field 'model' is required")
-        if (fault := await self._apply_fault(request)) is not None:
+        if (fault := await self._apply_fault(request, is_stt=True)) is not None:
             return fault
         try:
             text = await self._transcribe(rec["audio"])
@@ -184,10 +187,13 @@ class FakeOmni:
             return _error(400, "every message needs a string 'role'")
         if body.get("model") not in (None, *self.models):
             return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
-        if (fault := await self._apply_fault(request)) is not None:
-            return fault
         try:
             rec["audio"] = _find_audio(messages)
+        except _BadRequest as e:
+            return _error(400, str(e))
+        if (fault := await self._apply_fault(request, is_stt=rec["audio"] is not None)) is not None:
+            return fault
+        try:
             text = await self._transcribe(rec["audio"]) if rec["audio"] is not None else self._reply(messages)
         except _BadRequest as e:
             return _error(400, str(e))
@@ -206,8 +212,13 @@ class FakeOmni:
         self.requests.append(rec)
         return rec
 
-    async def _apply_fault(self, request: web.Request) -> web.Response | None:
-        kind = self._faults.pop(0) if self._faults else None
+    async def _apply_fault(self, request: web.Request, is_stt: bool) -> web.Response | None:
+        kind = None
+        for i, (fault_kind, target) in enumerate(self._faults):
+            if target == "any" or (target == "stt") == is_stt:
+                kind = fault_kind
+                del self._faults[i]
+                break
         if kind == "status_500":
             return _error(500, "injected fault: internal server error", "InternalServerError")
         if kind == "timeout":

@@ -1,0 +1,83 @@
+"""The agent's configuration: one dataclass per concern; environment variables are read only in
+`from_env` (the edge), and every one of them is listed in the README's configuration table."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .duplex import DuplexConfig
+from .echo_gate import EchoGateConfig
+from .omni_config import LLMConfig, OmniConfig
+from .tts_plugin import VoiceOptions
+
+
+@dataclass(frozen=True)
+class VADConfig:
+    """Silero VAD (its model ships in the livekit-plugins-silero wheel: nothing is downloaded)."""
+
+    min_speech_s: float = 0.05  # speech before START_OF_SPEECH: the barge-in detection delay
+    min_silence_s: float = 0.35  # silence before END_OF_SPEECH: where a turn starts
+    activation_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_speech_s <= 2 or not 0 < self.min_silence_s <= 5:
+            raise ValueError("VAD durations must be positive and small (seconds)")
+        if not 0 < self.activation_threshold < 1:
+            raise ValueError("VAD activation_threshold must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    """End-of-turn rules, all local: VAD turn detection, no cloud turn model."""
+
+    endpointing_min_delay_s: float = 0.05  # extra wait after END_OF_SPEECH before replying
+    endpointing_max_delay_s: float = 3.0
+    preemptive_generation: bool = False  # True starts the LLM during endpointing (extra requests)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.endpointing_min_delay_s <= self.endpointing_max_delay_s:
+            raise ValueError("endpointing delays must satisfy 0 <= min <= max")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    omni: OmniConfig
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    voice: VoiceOptions = field(default_factory=VoiceOptions)
+    vad: VADConfig = field(default_factory=VADConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
+    duplex: DuplexConfig = field(default_factory=DuplexConfig)
+    echo: EchoGateConfig = field(default_factory=EchoGateConfig)
+    traces_dir: str = "traces"
+    greeting: str | None = None  # said when a session starts; None = wait for the user
+    max_consecutive_errors: int = 1000  # failed turns in a row before a session gives up
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> AgentConfig:
+        e = os.environ if env is None else env
+        base_url = e.get("OMNI_BASE_URL", "")
+        if not base_url:
+            raise ValueError("OMNI_BASE_URL is not set: point it at a vLLM-Omni (or OpenAI-compatible) server, "
+                             "e.g. http://127.0.0.1:8091/v1")
+        omni = OmniConfig(
+            base_url=base_url, api_key=e.get("OMNI_API_KEY", "EMPTY"),
+            model=e.get("OMNI_MODEL", "Qwen/Qwen3-Omni-30B-A3B-Instruct"),
+            stt_style=e.get("OMNI_STT_STYLE", "chat_audio"),  # type: ignore[arg-type]
+            stt_model=e.get("OMNI_STT_MODEL") or None, stt_language=e.get("AGENT_LANGUAGE_CODE", "en"),
+            request_timeout_s=float(e.get("OMNI_TIMEOUT_S", "15")),
+            plain_string_content=e.get("OMNI_PLAIN_STRING_CONTENT", "0") == "1")
+        llm = LLMConfig(
+            system_prompt=e.get("AGENT_SYSTEM_PROMPT", LLMConfig.system_prompt),
+            max_tokens=int(e.get("LLM_MAX_TOKENS", "200")), temperature=float(e.get("LLM_TEMPERATURE", "0.7")),
+            history_max_turns=int(e.get("LLM_HISTORY_TURNS", "12")),
+            send_modalities=e.get("OMNI_SEND_MODALITIES", "1") == "1")
+        return cls(
+            omni=omni, llm=llm,
+            voice=VoiceOptions(speaker=e.get("TTS_SPEAKER", "ryan"), language=e.get("TTS_LANGUAGE", "english")),
+            duplex=DuplexConfig(barge_in_min_speech_s=float(e.get("BARGE_IN_MIN_SPEECH_S", "0")),
+                                false_interruption=e.get("FALSE_INTERRUPTION", "resume")),  # type: ignore[arg-type]
+            echo=EchoGateConfig(enabled=e.get("ECHO_GATE", "1") == "1",
+                                min_ratio=float(e.get("ECHO_GATE_RATIO", "0.1"))),
+            traces_dir=e.get("AGENT_TRACES_DIR", "traces"),
+            greeting=e.get("AGENT_GREETING") or None)

@@ -1,0 +1,164 @@
+"""Duplex controller: the one place that owns barge-in and the conversation's turn state.
+
+States: LISTENING (user's turn) -> THINKING (reply being generated, nothing audible yet) ->
+SPEAKING (reply audible) -> back to LISTENING; INTERRUPTED while a barge-in is being resolved.
+
+Barge-in: on VAD start of speech while THINKING or SPEAKING the controller silences the output
+SYNCHRONOUSLY (pause: the queue stays, nothing more is heard) and records when. Then:
+- min_speech_s == 0: it cuts at once - clears the output queue, cancels the engine streams, and
+  interrupts the session (which cancels the LLM request and the TTS task);
+- min_speech_s > 0 (backchannel tolerance): livekit's own VAD interruption, configured with that
+  minimum, confirms a real barge-in and cancels; if the user stops sooner it was a false
+  interruption and the policy decides: "resume" plays on from where it paused, "drop" cuts anyway.
+Echo never reaches this point: the EchoGate removes it from the microphone stream before the VAD.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from livekit.agents.voice import AgentSession
+
+from .tts_plugin import EngineTTS
+
+log = logging.getLogger(__name__)
+
+
+class DuplexState(enum.Enum):
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class DuplexConfig:
+    barge_in_min_speech_s: float = 0.0  # speech needed before a barge-in counts (backchannel tolerance)
+    false_interruption: Literal["resume", "drop"] = "resume"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.barge_in_min_speech_s <= 5:
+            raise ValueError("barge_in_min_speech_s must be in [0, 5] seconds")
+        if self.false_interruption not in ("resume", "drop"):
+            raise ValueError("false_interruption must be 'resume' or 'drop'")
+
+
+@dataclass
+class BargeIn:
+    """One barge-in, in time.monotonic seconds."""
+
+    detected_at: float
+    silent_at: float  # when no more agent audio could be heard (end of the frame in flight)
+    while_state: str
+    outcome: str = "pending"  # "cut", "false_resumed", "false_dropped"
+    cut_at: float | None = None
+
+    @property
+    def cancel_to_silence_ms(self) -> float:
+        return max(0.0, (self.silent_at - self.detected_at) * 1000)
+
+
+class DuplexController:
+    def __init__(self, session: AgentSession, output: Any, tts: EngineTTS, config: DuplexConfig | None = None,
+                 on_barge_in: Callable[[BargeIn], None] | None = None) -> None:
+        self.session = session
+        self.output = output  # the session's AudioOutput: pause / resume / clear_buffer
+        self.tts = tts
+        self.config = config or DuplexConfig()
+        self.on_barge_in = on_barge_in
+        self.state = DuplexState.LISTENING
+        self.pending: BargeIn | None = None
+        self.history: list[BargeIn] = []
+        self.transitions: list[tuple[float, DuplexState]] = []
+
+    def attach(self) -> None:
+        self.session.on("agent_state_changed", self._on_agent_state)
+        self.session.on("user_state_changed", self._on_user_state)
+
+    def _set(self, state: DuplexState) -> None:
+        if state is not self.state:
+            self.state = state
+            self.transitions.append((time.monotonic(), state))
+
+    # ---- session events (synchronous: this is the fast path) -----------------------------------
+
+    def _on_agent_state(self, ev: Any) -> None:
+        new = ev.new_state
+        if new == "thinking":
+            self._set(DuplexState.THINKING)
+        elif new == "speaking":
+            if self.pending is None:
+                self._set(DuplexState.SPEAKING)
+        elif new in ("listening", "idle"):
+            if self.pending is not None:
+                self._finish_pending("cut")  # livekit confirmed the barge-in and stopped the reply
+            self._set(DuplexState.LISTENING)
+
+    def _on_user_state(self, ev: Any) -> None:
+        if ev.new_state == "speaking":
+            self._user_started()
+        elif ev.new_state == "listening" and self.pending is not None and self.pending.outcome == "pending":
+            self._false_interruption()
+
+    def _user_started(self) -> None:
+        if self.state not in (DuplexState.THINKING, DuplexState.SPEAKING) or self.pending is not None:
+            return
+        now = time.monotonic()
+        self.output.pause()  # silence first, decide second
+        audible_until = getattr(self.output, "audible_until", now)
+        self.pending = BargeIn(detected_at=now, silent_at=max(now, audible_until), while_state=self.state.value)
+        self._set(DuplexState.INTERRUPTED)
+        log.info("barge-in detected while %s", self.pending.while_state)
+        if self.config.barge_in_min_speech_s <= 0:
+            self.cut()
+
+    def _false_interruption(self) -> None:
+        assert self.pending is not None
+        if self.config.false_interruption == "resume":
+            log.info("false interruption (speech shorter than %.2f s): resuming", self.config.barge_in_min_speech_s)
+            pending = self.pending
+            self.pending = None
+            pending.outcome = "false_resumed"
+            self._record(pending)
+            self.output.resume()
+            self._set(DuplexState.SPEAKING if pending.while_state == "speaking" else DuplexState.THINKING)
+        else:
+            self.cut(outcome="false_dropped")
+
+    # ---- the cut -------------------------------------------------------------------------------
+
+    def cut(self, outcome: str = "cut") -> None:
+        """Hard barge-in: empty the output queue, cancel TTS and LLM. Safe to call repeatedly."""
+        now = time.monotonic()
+        if self.pending is None:
+            audible_until = getattr(self.output, "audible_until", now)
+            self.pending = BargeIn(detected_at=now, silent_at=max(now, audible_until), while_state=self.state.value)
+        self.output.clear_buffer()  # synchronous: whatever was queued is gone now
+        for stream in list(self.tts.active_streams):
+            engine_stream = stream.engine_stream
+            if engine_stream is not None:
+                engine_stream.cancel()  # the engine drops it at its next step boundary
+        try:
+            self.session.interrupt(force=True)  # cancels the LLM request and the TTS task
+        except RuntimeError as exc:  # session not running / nothing to interrupt
+            log.debug("interrupt: %s", exc)
+        self._finish_pending(outcome, cut_at=now)
+        self._set(DuplexState.LISTENING)
+
+    def _finish_pending(self, outcome: str, cut_at: float | None = None) -> None:
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        pending.outcome = outcome
+        pending.cut_at = cut_at if cut_at is not None else time.monotonic()
+        self._record(pending)
+
+    def _record(self, barge_in: BargeIn) -> None:
+        self.history.append(barge_in)
+        if self.on_barge_in is not None:
+            self.on_barge_in(barge_in)

@@ -1,0 +1,184 @@
+"""One conversation: a livekit AgentSession wired to the shared TTS engine, the duplex controller,
+the echo gate and the per-turn tracer, over any audio input/output (LiveKit room, direct WebRTC,
+or the headless test harness).
+
+Every turn and interruption setting is explicit so nothing reaches for a cloud model: VAD turn
+detection (no turn-detector model), VAD interruption (no adaptive model), no AEC warm-up window
+(the echo gate does that job without muting the user for 3 s), no preemptive LLM requests unless
+configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from livekit.agents import APIConnectOptions
+from livekit.agents import llm as lk_llm
+from livekit.agents.voice import Agent, AgentSession, io
+from livekit.agents.voice.agent_session import SessionConnectOptions
+from livekit.plugins import silero
+
+from tts_engine import TTSEngine
+
+from .config import AgentConfig
+from .duplex import BargeIn, DuplexController
+from .echo_gate import EchoGate
+from .omni_llm import OmniLLM
+from .omni_stt import OmniSTT
+from .traces import TraceWriter, TurnTracer
+from .tts_plugin import EngineTTS, SynthesisTiming
+
+log = logging.getLogger(__name__)
+
+STALE_TURN_S = 2.0  # after the agent stops, how long a turn may wait for its assistant message
+
+
+def load_vad(cfg: AgentConfig) -> silero.VAD:
+    """Silero from the plugin wheel (no download). Load once per process and share it."""
+    return silero.VAD.load(min_speech_duration=cfg.vad.min_speech_s, min_silence_duration=cfg.vad.min_silence_s,
+                           activation_threshold=cfg.vad.activation_threshold)
+
+
+def turn_handling(cfg: AgentConfig) -> dict[str, Any]:
+    return {
+        "turn_detection": "vad",
+        "endpointing": {"min_delay": cfg.turn.endpointing_min_delay_s, "max_delay": cfg.turn.endpointing_max_delay_s},
+        "interruption": {
+            "enabled": True, "mode": "vad",
+            # livekit's own VAD interruption confirms barge-ins that must last this long (backchannels
+            # shorter than this are tolerated); the duplex controller silences output before that.
+            "min_duration": max(cfg.duplex.barge_in_min_speech_s, 0.05),
+            "min_words": 0, "resume_false_interruption": False, "false_interruption_timeout": None,
+            "discard_audio_if_uninterruptible": True, "backchannel_boundary": None,
+        },
+        "preemptive_generation": {"enabled": cfg.turn.preemptive_generation},
+    }
+
+
+def connect_options(cfg: AgentConfig) -> SessionConnectOptions:
+    """One quick retry (the framework's default is 3 retries 2 s apart: seconds of dead air), and a
+    session that survives a backend outage instead of closing after 3 failed turns."""
+    quick = APIConnectOptions(max_retry=1, retry_interval=0.2, timeout=cfg.omni.request_timeout_s)
+    return SessionConnectOptions(stt_conn_options=quick, llm_conn_options=quick, tts_conn_options=quick,
+                                 max_unrecoverable_errors=cfg.max_consecutive_errors)
+
+
+class VoicePipeline:
+    def __init__(self, engine: TTSEngine, cfg: AgentConfig, vad: silero.VAD, audio_in: io.AudioInput,
+                 audio_out: Any, session_id: str | None = None,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.cfg = cfg
+        self.session_id = session_id or f"s-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.on_event = on_event  # transcripts, state, per-turn latency -> data channel / logs
+        self.tracer = TurnTracer(self.session_id, TraceWriter(cfg.traces_dir, self.session_id),
+                                 on_turn=lambda rec: self._emit("turn", rec))
+        self.stt = OmniSTT(cfg.omni, hooks=self.tracer)
+        self.llm = OmniLLM(cfg.omni, cfg.llm, hooks=self.tracer)
+        self.tts = EngineTTS(engine, cfg.voice, on_timing=self._on_tts_timing)
+        self.audio_out = audio_out
+        self.echo_gate = EchoGate(audio_in, cfg.echo)
+        self.session: AgentSession = AgentSession(
+            stt=self.stt, llm=self.llm, tts=self.tts, vad=vad, turn_handling=turn_handling(cfg),  # type: ignore[arg-type]
+            aec_warmup_duration=None, user_away_timeout=None, conn_options=connect_options(cfg))
+        self.controller = DuplexController(self.session, audio_out, self.tts, cfg.duplex, on_barge_in=self._on_barge_in)
+        self._started = False
+        self._closed = False
+        self.errors: list[str] = []
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.session
+        s.input.audio = self.echo_gate
+        s.output.audio = self.audio_out
+        if hasattr(self.audio_out, "add_playback_listener"):
+            self.audio_out.add_playback_listener(self._on_playback)
+            self.audio_out.add_frame_tap(self.echo_gate.observe_played)
+        s.on("user_state_changed", self._on_user_state)
+        s.on("agent_state_changed", self._on_agent_state)
+        s.on("user_input_transcribed", self._on_transcribed)
+        s.on("conversation_item_added", self._on_item)
+        s.on("error", self._on_error)
+        self.controller.attach()
+        await s.start(Agent(instructions=self.cfg.llm.system_prompt))
+        self._started = True
+        if self.cfg.greeting:
+            s.say(self.cfg.greeting)
+        log.info("session %s started", self.session_id)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for stream in list(self.tts.active_streams):
+            if stream.engine_stream is not None:
+                stream.engine_stream.cancel()
+        if self._started:
+            await self.session.aclose()
+        self.tracer.flush_closing()
+        self.tracer.close(reason="session_end")
+        await self.stt.aclose()
+        await self.llm.aclose()
+        log.info("session %s closed", self.session_id)
+
+    # ---- event plumbing ------------------------------------------------------------------------
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(kind, data)
+            except Exception:  # a dead data channel must never break the conversation
+                log.exception("event listener failed")
+
+    def _on_user_state(self, ev: Any) -> None:
+        if ev.new_state == "listening" and ev.old_state == "speaking":
+            self.tracer.user_speech_ended()
+        self._emit("user_state", {"state": ev.new_state})
+
+    def _on_agent_state(self, ev: Any) -> None:
+        if ev.new_state == "listening":
+            self.tracer.agent_idle()
+            turn = self.tracer.turn
+            if turn is not None:  # the assistant message normally follows at once; never wait forever
+                asyncio.get_running_loop().call_later(STALE_TURN_S, self.tracer.close_if_stale, turn.turn_id)
+        self._emit("agent_state", {"state": ev.new_state})
+
+    def _on_transcribed(self, ev: Any) -> None:
+        if ev.is_final:
+            self._emit("transcript", {"role": "user", "text": ev.transcript, "final": True})
+
+    def _on_item(self, ev: Any) -> None:
+        item = ev.item
+        if not isinstance(item, lk_llm.ChatMessage) or item.role != "assistant":
+            return
+        text = item.text_content or ""
+        self.tracer.agent_message(text, bool(item.interrupted))
+        self._emit("transcript", {"role": "agent", "text": text, "final": True, "interrupted": bool(item.interrupted)})
+
+    def _on_error(self, ev: Any) -> None:
+        err = ev.error
+        stage = str(getattr(err, "type", "error")).removesuffix("_error")  # "stt", "llm", "tts"
+        cause = getattr(err, "error", err)
+        message = f"{stage}: {cause}"
+        log.warning("session %s: %s (recoverable=%s)", self.session_id, message, getattr(err, "recoverable", None))
+        self.errors.append(message)
+        turn = self.tracer.turn
+        if turn is not None and not any(e.startswith(f"{stage}:") for e in turn.errors):
+            self.tracer.error(message)  # the stage's own hook did not report it already
+        self._emit("error", {"message": message})
+
+    def _on_tts_timing(self, timing: SynthesisTiming) -> None:
+        self.tracer.tts_timing(timing.synthesis_id, timing.first_text_at, timing.first_audio_at, timing.error)
+
+    def _on_playback(self, event: str, t: float) -> None:
+        if event == "started":
+            self.tracer.playback_started()
+
+    def _on_barge_in(self, barge_in: BargeIn) -> None:
+        self.tracer.barge_in(barge_in.cancel_to_silence_ms, barge_in.outcome)
+        self._emit("barge_in", {"outcome": barge_in.outcome, "cancel_to_silence_ms": barge_in.cancel_to_silence_ms})

@@ -1,0 +1,251 @@
+"""Per-turn latency traces: one JSON line per turn in traces/<session>.jsonl (schema: traces/README.md).
+
+Every time is time.monotonic(), stamped when the event is handled (session events fire
+synchronously). A turn is opened at the user's VAD end of speech - or at a barge-in - so no stage
+can start before its turn and no duration can be negative.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SAME_END_S = 0.25  # two VAD end-of-speech detections this close together are one end
+
+
+def _ms(start: float | None, end: float | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round(max(0.0, end - start) * 1000, 2)
+
+
+@dataclass
+class Turn:
+    turn_id: int
+    opened_at: float  # monotonic
+    wall_ts: float  # time.time() at open
+    opened_by: str  # "end_of_speech" or "barge_in"
+    vad_end_at: float | None = None
+    stt_started_at: float | None = None
+    stt_done_at: float | None = None
+    stt_ms: float | None = None
+    user_text: str = ""
+    llm_started_at: float | None = None
+    llm_first_token_at: float | None = None
+    llm_done_at: float | None = None
+    tts_synthesis_id: str | None = None
+    tts_first_text_at: float | None = None
+    tts_first_audio_at: float | None = None
+    published_at: float | None = None  # first agent frame handed to the transport
+    agent_text: str = ""
+    interrupted: bool = False
+    barge_in_outcome: str | None = None
+    cancel_to_silence_ms: float | None = None
+    errors: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, session_id: str) -> dict[str, Any]:
+        v2v = _ms(self.vad_end_at, self.published_at)
+        stt, ttft = self.stt_ms, _ms(self.llm_started_at, self.llm_first_token_at)
+        ttfa = _ms(self.tts_first_text_at, self.tts_first_audio_at)
+        inside = [x for x in (stt, ttft, ttfa) if x is not None]
+        rec: dict[str, Any] = {
+            "session_id": session_id, "turn_id": self.turn_id, "ts": round(self.wall_ts, 3),
+            "user_text": self.user_text, "agent_text": self.agent_text,
+            "vad_to_stt_ms": _ms(self.vad_end_at, self.stt_done_at), "stt_ms": stt,
+            "llm_ttft_ms": ttft, "tts_ttfa_ms": ttfa,
+            "tts_first_to_publish_ms": _ms(self.tts_first_audio_at, self.published_at),
+            "voice_to_voice_ms": v2v,
+            "interrupted": self.interrupted,
+            "cancel_to_silence_ms": self.cancel_to_silence_ms if self.interrupted else None,
+            "error": "; ".join(self.errors) if self.errors else None,
+            # extras
+            "opened_by": self.opened_by, "barge_in_outcome": self.barge_in_outcome,
+            "stt_to_llm_ms": _ms(self.stt_done_at, self.llm_started_at),
+            "llm_to_tts_ms": _ms(self.llm_first_token_at, self.tts_first_text_at),
+            "llm_total_ms": _ms(self.llm_started_at, self.llm_done_at),
+            "pipeline_overhead_ms": round(v2v - sum(inside), 2) if v2v is not None and len(inside) == 3 else None,
+            **self.extra,
+        }
+        return rec
+
+
+class TraceWriter:
+    """Appends one JSON line per turn to a session's file; thread-safe, flushed per line."""
+
+    def __init__(self, directory: str | Path, session_id: str) -> None:
+        self.path = Path(directory) / f"{session_id}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False)
+        with self._lock, self.path.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+class TurnTracer:
+    """Collects stage timestamps from the pipeline's hooks into turns and writes finished turns."""
+
+    def __init__(self, session_id: str, writer: TraceWriter | None,
+                 on_turn: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.session_id = session_id
+        self.writer = writer
+        self.on_turn = on_turn  # e.g. the page's latency panel, metrics
+        self.turn: Turn | None = None
+        self.closing: Turn | None = None  # interrupted turn waiting for its (truncated) agent text
+        self._next_id = 1
+        self.records: list[dict[str, Any]] = []
+
+    def _open(self, opened_by: str, now: float) -> Turn:
+        self.turn = Turn(turn_id=self._next_id, opened_at=now, wall_ts=time.time(), opened_by=opened_by)
+        self._next_id += 1
+        return self.turn
+
+    def _replying(self) -> bool:
+        t = self.turn
+        return t is not None and (t.llm_started_at is not None or t.published_at is not None)
+
+    # ---- hooks ---------------------------------------------------------------------------------
+
+    def _speech_end(self, at: float) -> Turn:
+        """One end of speech, seen by the session's VAD or by the STT adapter's own VAD (livekit
+        runs two). Detections within SAME_END_S are the same end (the earlier wins); a later one
+        means the user paused and went on, and the last end counts."""
+        if self.turn is not None and self._replying():
+            self.close(reason="superseded")
+        turn = self.turn or self._open("end_of_speech", at)
+        if turn.vad_end_at is None or at - turn.vad_end_at > SAME_END_S:
+            turn.vad_end_at = at
+        else:
+            turn.vad_end_at = min(turn.vad_end_at, at)
+        return turn
+
+    def user_speech_ended(self) -> None:
+        self._speech_end(time.monotonic())
+
+    def stt_finished(self, duration_ms: float | None, text: str, error: str | None = None) -> None:
+        now = time.monotonic()
+        started = now - (duration_ms or 0.0) / 1000
+        if not text.strip() and not error:
+            return  # an empty transcript (noise, a split-off breath) makes no turn and changes none
+        t = self._speech_end(started)
+        t.stt_started_at = started
+        t.stt_done_at = now
+        t.stt_ms = None if duration_ms is None else round(duration_ms, 2)
+        if error:
+            t.errors.append(f"stt: {error}")
+            self.close(reason="stt_error")
+        else:
+            t.user_text = (t.user_text + " " + text).strip()
+
+    def llm_started(self) -> None:
+        if self.turn is not None and self.turn.llm_started_at is None:
+            self.turn.llm_started_at = time.monotonic()
+
+    def llm_first_token(self) -> None:
+        if self.turn is not None and self.turn.llm_first_token_at is None:
+            self.turn.llm_first_token_at = time.monotonic()
+
+    def llm_finished(self, error: str | None = None) -> None:
+        if self.turn is not None:
+            self.turn.llm_done_at = time.monotonic()
+            if error:
+                self.turn.errors.append(f"llm: {error}")
+
+    def tts_timing(self, synthesis_id: str, first_text_at: float | None, first_audio_at: float | None,
+                   error: str | None) -> None:
+        """A synthesis reports at its first audio and at its end; its numbers belong to the turn that
+        first heard from it (a cut reply's final report must not land on the next turn)."""
+        owner = next((t for t in (self.turn, self.closing) if t is not None and t.tts_synthesis_id == synthesis_id),
+                     None)
+        if owner is None:
+            t = self.turn
+            if t is None or t.tts_synthesis_id is not None or first_audio_at is None and not error:
+                return
+            owner = t
+            owner.tts_synthesis_id = synthesis_id
+            owner.tts_first_text_at = first_text_at
+            owner.tts_first_audio_at = first_audio_at
+        if error:
+            owner.errors.append(f"tts: {error}")
+
+    def playback_started(self) -> None:
+        if self.turn is not None and self.turn.published_at is None:
+            self.turn.published_at = time.monotonic()
+
+    def agent_message(self, text: str, interrupted: bool) -> None:
+        """The reply as it entered the chat history (only what was spoken if interrupted): it ends the turn."""
+        if self.closing is not None:
+            self.closing.agent_text = text
+            self._write(self.closing, "barge_in")
+            self.closing = None
+            return
+        if self.turn is not None:
+            self.turn.agent_text = text
+            self.turn.interrupted = self.turn.interrupted or interrupted
+            self.close(reason="interrupted" if interrupted else "done")
+
+    def barge_in(self, cancel_to_silence_ms: float, outcome: str) -> None:
+        """A barge-in closes the turn being answered and opens the user's new one."""
+        now = time.monotonic()
+        t = self.turn
+        if t is None:
+            return
+        t.barge_in_outcome = outcome
+        if outcome == "false_resumed":
+            return
+        t.interrupted = True
+        t.cancel_to_silence_ms = round(cancel_to_silence_ms, 2)
+        self.flush_closing()
+        self.closing, self.turn = t, None
+        self._open("barge_in", now)
+
+    def flush_closing(self) -> None:
+        """Write an interrupted turn whose agent text never came (nothing had been spoken)."""
+        if self.closing is not None:
+            self._write(self.closing, "barge_in")
+            self.closing = None
+
+    def agent_idle(self) -> None:
+        """The agent is listening again. A turn that failed gets no assistant message: close it now."""
+        t = self.turn
+        if t is not None and t.errors and (t.llm_started_at is not None or t.stt_done_at is not None):
+            self.close(reason="error")
+
+    def close_if_stale(self, turn_id: int) -> None:
+        """Close a turn that is still waiting for an agent message which is not coming."""
+        t = self.turn
+        if t is not None and t.turn_id == turn_id and self._replying():
+            self.close(reason="no_agent_message")
+
+    def error(self, message: str) -> None:
+        if self.turn is not None:
+            self.turn.errors.append(message)
+
+    def close(self, reason: str = "done") -> dict[str, Any] | None:
+        t, self.turn = self.turn, None
+        if t is None or (t.vad_end_at is None and not t.errors and not t.interrupted):
+            return None
+        return self._write(t, reason)
+
+    def _write(self, t: Turn, reason: str) -> dict[str, Any]:
+        rec = t.record(self.session_id)
+        rec["closed_by"] = reason
+        self.records.append(rec)
+        if self.writer is not None:
+            self.writer.write(rec)
+        if self.on_turn is not None:
+            try:
+                self.on_turn(rec)
+            except Exception:  # a broken listener must not lose the trace
+                log.exception("turn listener failed")
+        return rec

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from tts_engine import EngineConfig
+
 from .duplex import DuplexConfig
 from .echo_gate import EchoGateConfig
 from .omni_config import LLMConfig, OmniConfig
@@ -81,3 +83,16 @@ class AgentConfig:
                                 min_ratio=float(e.get("ECHO_GATE_RATIO", "0.1"))),
             traces_dir=e.get("AGENT_TRACES_DIR", "traces"),
             greeting=e.get("AGENT_GREETING") or None)
+
+
+def engine_config_from_env(env: dict[str, str] | None = None) -> EngineConfig:
+    """The TTS engine's settings from the environment (the README's table lists each variable)."""
+    e = os.environ if env is None else env
+    device = e.get("TTS_DEVICE", "cpu")
+    graphs = e.get("TTS_CUDA_GRAPHS")
+    return EngineConfig(
+        model=e.get("TTS_MODEL") or None, random_weights=e.get("TTS_RANDOM_WEIGHTS") or None,
+        device=device, dtype=e.get("TTS_DTYPE") or None, seed=int(e.get("TTS_SEED", "0")),
+        max_streams=int(e.get("TTS_MAX_STREAMS", "16")),
+        cuda_graphs=None if graphs is None else graphs == "1",
+        output_sample_rate=int(e.get("TTS_OUTPUT_RATE", "24000")))

@@ -15,11 +15,12 @@ Echo never reaches this point: the EchoGate removes it from the microphone strea
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from livekit.agents.voice import AgentSession
@@ -57,6 +58,10 @@ class BargeIn:
     while_state: str
     outcome: str = "pending"  # "cut", "false_resumed", "false_dropped"
     cut_at: float | None = None
+    # what was being said when the user cut in: a cut stops exactly these, never a reply that
+    # started later (e.g. livekit answering the interrupting words before our VAD saw their end)
+    speech: Any = None  # livekit SpeechHandle
+    engine_streams: list = field(default_factory=list)
 
     @property
     def cancel_to_silence_ms(self) -> float:
@@ -64,17 +69,24 @@ class BargeIn:
 
 
 class DuplexController:
-    def __init__(self, session: AgentSession, output: Any, tts: EngineTTS, config: DuplexConfig | None = None,
+    def __init__(self, session: AgentSession, tts: EngineTTS, config: DuplexConfig | None = None,
                  on_barge_in: Callable[[BargeIn], None] | None = None) -> None:
         self.session = session
-        self.output = output  # the session's AudioOutput: pause / resume / clear_buffer
         self.tts = tts
         self.config = config or DuplexConfig()
         self.on_barge_in = on_barge_in
         self.state = DuplexState.LISTENING
         self.pending: BargeIn | None = None
+        # verdict on the speech that started the pending barge-in: True = a tolerated backchannel whose
+        # transcript must not become a user turn (a committed turn would cut the reply after all)
+        self._verdict: asyncio.Future[bool] | None = None
         self.history: list[BargeIn] = []
         self.transitions: list[tuple[float, DuplexState]] = []
+
+    @property
+    def output(self) -> Any:
+        """The session's current AudioOutput (a room's or ours): pause / resume / clear_buffer."""
+        return self.session.output.audio
 
     def attach(self) -> None:
         self.session.on("agent_state_changed", self._on_agent_state)
@@ -110,12 +122,13 @@ class DuplexController:
             return
         now = time.monotonic()
         self.output.pause()  # silence first, decide second
-        audible_until = getattr(self.output, "audible_until", now)
-        self.pending = BargeIn(detected_at=now, silent_at=max(now, audible_until), while_state=self.state.value)
+        self.pending = self._new_barge_in(now)
         self._set(DuplexState.INTERRUPTED)
         log.info("barge-in detected while %s", self.pending.while_state)
         if self.config.barge_in_min_speech_s <= 0:
             self.cut()
+        else:
+            self._verdict = asyncio.get_running_loop().create_future()
 
     def _false_interruption(self) -> None:
         assert self.pending is not None
@@ -124,6 +137,7 @@ class DuplexController:
             pending = self.pending
             self.pending = None
             pending.outcome = "false_resumed"
+            self._give_verdict(drop_transcript=True)
             self._record(pending)
             self.output.resume()
             self._set(DuplexState.SPEAKING if pending.while_state == "speaking" else DuplexState.THINKING)
@@ -132,31 +146,59 @@ class DuplexController:
 
     # ---- the cut -------------------------------------------------------------------------------
 
+    def _new_barge_in(self, now: float) -> BargeIn:
+        audible_until = getattr(self.output, "audible_until", now)
+        streams = [s.engine_stream for s in self.tts.active_streams if s.engine_stream is not None]
+        return BargeIn(detected_at=now, silent_at=max(now, audible_until), while_state=self.state.value,
+                       speech=self.session.current_speech, engine_streams=streams)
+
     def cut(self, outcome: str = "cut") -> None:
-        """Hard barge-in: empty the output queue, cancel TTS and LLM. Safe to call repeatedly."""
+        """Hard barge-in: empty the output queue, cancel the reply's TTS and LLM. Safe to repeat."""
         now = time.monotonic()
-        if self.pending is None:
-            audible_until = getattr(self.output, "audible_until", now)
-            self.pending = BargeIn(detected_at=now, silent_at=max(now, audible_until), while_state=self.state.value)
-        self.output.clear_buffer()  # synchronous: whatever was queued is gone now
-        for stream in list(self.tts.active_streams):
-            engine_stream = stream.engine_stream
-            if engine_stream is not None:
-                engine_stream.cancel()  # the engine drops it at its next step boundary
-        try:
-            self.session.interrupt(force=True)  # cancels the LLM request and the TTS task
-        except RuntimeError as exc:  # session not running / nothing to interrupt
-            log.debug("interrupt: %s", exc)
+        barge_in = self.pending or self._new_barge_in(now)
+        self.pending = barge_in
+        speech = barge_in.speech
+        still_current = speech is None or speech is self.session.current_speech
+        if still_current:
+            self.output.clear_buffer()  # synchronous: whatever was queued is gone now
+        for engine_stream in barge_in.engine_streams:
+            engine_stream.cancel()  # the engine drops it at its next step boundary
+        if speech is not None and not speech.interrupted:
+            speech.interrupt(force=True)  # cancels that reply's LLM request and TTS task
+        self.output.resume()  # empty (or already playing a newer reply): the next reply must be heard
         self._finish_pending(outcome, cut_at=now)
         self._set(DuplexState.LISTENING)
 
     def _finish_pending(self, outcome: str, cut_at: float | None = None) -> None:
         pending, self.pending = self.pending, None
+        self._give_verdict(drop_transcript=False)
         if pending is None:
             return
         pending.outcome = outcome
         pending.cut_at = cut_at if cut_at is not None else time.monotonic()
         self._record(pending)
+
+    def _give_verdict(self, drop_transcript: bool) -> None:
+        if self._verdict is not None and not self._verdict.done():
+            self._verdict.set_result(drop_transcript)
+
+    async def keep_transcript(self, timeout: float = 1.0) -> bool:
+        """For the STT node: False when this final transcript is a backchannel the agent talked through.
+
+        The STT adapter's VAD and the session's VAD see the end of speech in either order, so a
+        transcript of a candidate segment waits (briefly) for the controller's verdict."""
+        verdict = self._verdict
+        if verdict is None:
+            return True
+        try:
+            drop = await asyncio.wait_for(asyncio.shield(verdict), timeout)
+        except TimeoutError:
+            return True
+        if self._verdict is verdict:
+            self._verdict = None
+        if drop:
+            log.info("backchannel tolerated: its transcript makes no user turn")
+        return not drop
 
     def _record(self, barge_in: BargeIn) -> None:
         self.history.append(barge_in)

@@ -19,6 +19,7 @@ from typing import Any
 
 from livekit.agents import APIConnectOptions
 from livekit.agents import llm as lk_llm
+from livekit.agents import stt as lk_stt
 from livekit.agents.voice import Agent, AgentSession, io
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import silero
@@ -35,6 +36,7 @@ from .tts_plugin import EngineTTS, SynthesisTiming
 
 log = logging.getLogger(__name__)
 
+FRAME_S = 0.08  # one codec frame of audio
 STALE_TURN_S = 2.0  # after the agent stops, how long a turn may wait for its assistant message
 
 
@@ -68,9 +70,23 @@ def connect_options(cfg: AgentConfig) -> SessionConnectOptions:
                                  max_unrecoverable_errors=cfg.max_consecutive_errors)
 
 
+class DuplexAgent(Agent):
+    """The conversation's Agent: the default nodes, except that a backchannel the duplex controller
+    tolerated (and talked through) does not become a user turn."""
+
+    def __init__(self, instructions: str, controller: DuplexController) -> None:
+        super().__init__(instructions=instructions)
+        self._controller = controller
+
+    async def stt_node(self, audio: Any, model_settings: Any) -> Any:
+        async for event in Agent.default.stt_node(self, audio, model_settings):
+            if event.type == lk_stt.SpeechEventType.FINAL_TRANSCRIPT and not await self._controller.keep_transcript():
+                continue
+            yield event
+
+
 class VoicePipeline:
-    def __init__(self, engine: TTSEngine, cfg: AgentConfig, vad: silero.VAD, audio_in: io.AudioInput,
-                 audio_out: Any, session_id: str | None = None,
+    def __init__(self, engine: TTSEngine, cfg: AgentConfig, vad: silero.VAD, session_id: str | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.cfg = cfg
         self.session_id = session_id or f"s-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -80,36 +96,55 @@ class VoicePipeline:
         self.stt = OmniSTT(cfg.omni, hooks=self.tracer)
         self.llm = OmniLLM(cfg.omni, cfg.llm, hooks=self.tracer)
         self.tts = EngineTTS(engine, cfg.voice, on_timing=self._on_tts_timing)
-        self.audio_out = audio_out
-        self.echo_gate = EchoGate(audio_in, cfg.echo)
+        self.echo_gate: EchoGate | None = None
+        self._speaking: SynthesisTiming | None = None  # the synthesis whose audio is being played
+        self._interrupted_at_s: float | None = None  # playback position where the last reply was cut
         self.session: AgentSession = AgentSession(
             stt=self.stt, llm=self.llm, tts=self.tts, vad=vad, turn_handling=turn_handling(cfg),  # type: ignore[arg-type]
             aec_warmup_duration=None, user_away_timeout=None, conn_options=connect_options(cfg))
-        self.controller = DuplexController(self.session, audio_out, self.tts, cfg.duplex, on_barge_in=self._on_barge_in)
+        self.controller = DuplexController(self.session, self.tts, cfg.duplex, on_barge_in=self._on_barge_in)
         self._started = False
         self._closed = False
         self.errors: list[str] = []
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, audio_in: io.AudioInput | None = None, audio_out: io.AudioOutput | None = None,
+                    room: Any = None) -> None:
+        """Start on custom audio I/O (direct WebRTC, tests) or in a LiveKit room (RoomIO's I/O)."""
         s = self.session
+        if room is None:
+            if audio_in is None or audio_out is None:
+                raise ValueError("give audio_in and audio_out, or a room")
+            s.input.audio = audio_in
+            s.output.audio = audio_out
+        self._subscribe()
+        agent = DuplexAgent(self.cfg.llm.system_prompt, self.controller)
+        await (s.start(agent) if room is None else s.start(agent, room=room))
+        # the echo gate sits between whatever microphone the session got and its VAD/STT
+        assert s.input.audio is not None and s.output.audio is not None
+        self.echo_gate = EchoGate(s.input.audio, self.cfg.echo)
         s.input.audio = self.echo_gate
-        s.output.audio = self.audio_out
-        if hasattr(self.audio_out, "add_playback_listener"):
-            self.audio_out.add_playback_listener(self._on_playback)
-            self.audio_out.add_frame_tap(self.echo_gate.observe_played)
+        output = s.output.audio
+        output.on("playback_started", lambda ev: self.tracer.playback_started())
+        output.on("playback_finished", self._on_playback_finished)
+        if hasattr(output, "add_frame_tap"):  # our paced output hands over each frame as it is played
+            output.add_frame_tap(self.echo_gate.observe_played)
+        else:  # a room's output: observe frames as they are captured (the gate's window absorbs the lead)
+            self.tts.on_frame = self.echo_gate.observe_played
+        self._started = True
+        if self.cfg.greeting:
+            s.say(self.cfg.greeting)
+        log.info("session %s started", self.session_id)
+
+    def _subscribe(self) -> None:
+        s = self.session
         s.on("user_state_changed", self._on_user_state)
         s.on("agent_state_changed", self._on_agent_state)
         s.on("user_input_transcribed", self._on_transcribed)
         s.on("conversation_item_added", self._on_item)
         s.on("error", self._on_error)
         self.controller.attach()
-        await s.start(Agent(instructions=self.cfg.llm.system_prompt))
-        self._started = True
-        if self.cfg.greeting:
-            s.say(self.cfg.greeting)
-        log.info("session %s started", self.session_id)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -152,11 +187,27 @@ class VoicePipeline:
         if ev.is_final:
             self._emit("transcript", {"role": "user", "text": ev.transcript, "final": True})
 
+    def _on_playback_finished(self, ev: Any) -> None:
+        self._interrupted_at_s = ev.playback_position if ev.interrupted else None
+
+    def _spoken_part(self, text: str) -> str:
+        """livekit keeps every word the LLM had produced when a reply is cut; keep only what was heard."""
+        synthesis, played_s = self._speaking, self._interrupted_at_s
+        if synthesis is None or synthesis.engine_stream is None or played_s is None:
+            return text
+        spoken = synthesis.engine_stream.spoken_text(int(played_s / FRAME_S))
+        return spoken if len(spoken) < len(text) else text
+
     def _on_item(self, ev: Any) -> None:
         item = ev.item
         if not isinstance(item, lk_llm.ChatMessage) or item.role != "assistant":
             return
         text = item.text_content or ""
+        if item.interrupted:
+            spoken = self._spoken_part(text)
+            if spoken != text:  # the same message object is in the chat history the LLM sees next
+                item.content = [spoken]
+                text = spoken
         self.tracer.agent_message(text, bool(item.interrupted))
         self._emit("transcript", {"role": "agent", "text": text, "final": True, "interrupted": bool(item.interrupted)})
 
@@ -173,11 +224,9 @@ class VoicePipeline:
         self._emit("error", {"message": message})
 
     def _on_tts_timing(self, timing: SynthesisTiming) -> None:
+        if timing.first_audio_at is not None and timing.finished_at is None:
+            self._speaking = timing
         self.tracer.tts_timing(timing.synthesis_id, timing.first_text_at, timing.first_audio_at, timing.error)
-
-    def _on_playback(self, event: str, t: float) -> None:
-        if event == "started":
-            self.tracer.playback_started()
 
     def _on_barge_in(self, barge_in: BargeIn) -> None:
         self.tracer.barge_in(barge_in.cancel_to_silence_ms, barge_in.outcome)

@@ -100,7 +100,8 @@ class TurnTracer:
         self.session_id = session_id
         self.writer = writer
         self.on_turn = on_turn  # e.g. the page's latency panel, metrics
-        self.turn: Turn | None = None
+        self.turn: Turn | None = None  # the turn being collected or answered
+        self.incoming: Turn | None = None  # user speech that arrived while a reply was still going on
         self.closing: Turn | None = None  # interrupted turn waiting for its (truncated) agent text
         self._next_id = 1
         self.records: list[dict[str, Any]] = []
@@ -119,10 +120,14 @@ class TurnTracer:
     def _speech_end(self, at: float) -> Turn:
         """One end of speech, seen by the session's VAD or by the STT adapter's own VAD (livekit
         runs two). Detections within SAME_END_S are the same end (the earlier wins); a later one
-        means the user paused and went on, and the last end counts."""
+        means the user paused and went on, and the last end counts. Speech while a reply is going
+        on (a backchannel the agent talked through) starts the NEXT turn, not this one's end."""
         if self.turn is not None and self._replying():
-            self.close(reason="superseded")
-        turn = self.turn or self._open("end_of_speech", at)
+            if self.incoming is None:
+                self.incoming = Turn(turn_id=0, opened_at=at, wall_ts=time.time(), opened_by="end_of_speech")
+            turn = self.incoming
+        else:
+            turn = self.turn or self._open("end_of_speech", at)
         if turn.vad_end_at is None or at - turn.vad_end_at > SAME_END_S:
             turn.vad_end_at = at
         else:
@@ -207,7 +212,7 @@ class TurnTracer:
         t.cancel_to_silence_ms = round(cancel_to_silence_ms, 2)
         self.flush_closing()
         self.closing, self.turn = t, None
-        self._open("barge_in", now)
+        self._promote_incoming() or self._open("barge_in", now)
 
     def flush_closing(self) -> None:
         """Write an interrupted turn whose agent text never came (nothing had been spoken)."""
@@ -233,9 +238,19 @@ class TurnTracer:
 
     def close(self, reason: str = "done") -> dict[str, Any] | None:
         t, self.turn = self.turn, None
+        self._promote_incoming()
         if t is None or (t.vad_end_at is None and not t.errors and not t.interrupted):
             return None
         return self._write(t, reason)
+
+    def _promote_incoming(self) -> Turn | None:
+        """The reply is over: speech that came during it becomes the current turn."""
+        incoming, self.incoming = self.incoming, None
+        if incoming is not None:
+            incoming.turn_id = self._next_id
+            self._next_id += 1
+            self.turn = incoming
+        return incoming
 
     def _write(self, t: Turn, reason: str) -> dict[str, Any]:
         rec = t.record(self.session_id)

@@ -70,6 +70,7 @@ class EngineTTS(tts.TTS):
         self.voice = voice or VoiceOptions()
         self.on_timing = on_timing  # the tracer's hook: called once per synthesis, also when cancelled
         self.on_stream_open = on_stream_open  # the duplex controller's hook: the live engine stream
+        self.on_frame: Callable[[rtc.AudioFrame], None] | None = None  # every frame pushed out
         self.active_streams: set[EngineSynthesizeStream] = set()
 
     @property
@@ -147,15 +148,20 @@ class EngineSynthesizeStream(tts.SynthesizeStream):
                     if plugin.on_timing is not None:
                         plugin.on_timing(timing)
                 timing.packets += 1
-                output_emitter.push_frame(rtc.AudioFrame(
-                    data=packet.tobytes(), sample_rate=packet.sample_rate, num_channels=1,
-                    samples_per_channel=len(packet.pcm)))
+                frame = rtc.AudioFrame(data=packet.tobytes(), sample_rate=packet.sample_rate, num_channels=1,
+                                       samples_per_channel=len(packet.pcm))
+                output_emitter.push_frame(frame)
+                if plugin.on_frame is not None:
+                    plugin.on_frame(frame)
 
         stream_ready: asyncio.Future = asyncio.get_running_loop().create_future()
         tasks = [asyncio.create_task(forward_text(stream_ready), name="tts-forward-text"),
                  asyncio.create_task(forward_audio(stream_ready), name="tts-forward-audio")]
         try:
             await asyncio.gather(*tasks)
+            if timing.text.strip() and timing.packets == 0:
+                reason = engine_stream.stats.finish_reason if engine_stream is not None else "no engine stream"
+                log.warning("synthesis of %r ended without audio (engine stream: %s)", timing.text, reason)
             output_emitter.end_segment()
         except TTSEngineError as exc:
             timing.error = str(exc)

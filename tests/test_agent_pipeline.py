@@ -7,10 +7,10 @@ import socket
 
 import pytest
 import torch
-from agent_harness import Conversation, agent_config, scripted, speech_wav
 from fake_omni import FakeOmni
 from livekit.plugins import silero
 
+from agent.harness import Conversation, agent_config, scripted, speech_wav
 from tts_engine import EngineConfig, FrameCapConfig, SchedulerConfig, TTSEngine
 
 torch.set_num_threads(1)
@@ -224,3 +224,38 @@ async def test_tts_engine_error_is_traced_and_the_session_survives(engine, vad, 
     finally:
         del engine.runner.predict_fn
     assert engine.stats()["active_streams"] == 0
+
+
+@pytest.mark.parametrize("policy,outcome", [("resume", "false_resumed"), ("drop", "false_dropped")])
+async def test_short_backchannel_is_tolerated_by_policy(engine, vad, speech, tmp_path, policy, outcome):
+    """With 0.8 s of speech needed to barge in, a short 'yes' pauses the agent and then resumes
+    it (or, with the 'drop' policy, ends the reply)."""
+    from agent.duplex import DuplexConfig
+    yes = speech_wav("yes", tmp_path / "yes.wav")
+    omni = FakeOmni(transcripts=scripted("Hello there how are you today", "yes"),
+                    reply=lambda messages: LONG_REPLY if len(messages) <= 2 else "Okay.")
+    url = await omni.start()
+    cfg = agent_config(url, tmp_path, duplex=DuplexConfig(barge_in_min_speech_s=0.8, false_interruption=policy))
+    try:
+        async with Conversation(engine, cfg, vad) as conv:
+            conv.mic.schedule(speech["hello"], at_s=0.3)
+            await conv.wait_for(lambda: conv.speaker.frames_played > 25, 30, "the agent to be speaking")
+            conv.mic.schedule(yes, at_s=conv.mic.position_s + 0.05)
+            await conv.wait_for(lambda: conv.pipeline.controller.history, 15, "the backchannel to be resolved")
+            barge = conv.pipeline.controller.history[0]
+            assert barge.outcome == outcome
+            await conv.wait_turns(1, timeout=40)
+            first = conv.turns[0]
+            assert first["barge_in_outcome"] == outcome
+            if policy == "resume":
+                assert first["interrupted"] is False and first["agent_text"] == LONG_REPLY
+                # it really paused: no frame was played between detection and the end of the backchannel
+                resumed_at = next(t for t, state in conv.pipeline.controller.transitions
+                                  if t > barge.detected_at and state.value == "speaking")
+                gap = [t for t, _ in conv.speaker.played if barge.detected_at + 0.032 < t < resumed_at]
+                assert gap == []
+            else:
+                assert first["interrupted"] is True and len(first["agent_text"]) < len(LONG_REPLY)
+            assert_trace_sane(first)
+    finally:
+        await omni.stop()

@@ -127,3 +127,16 @@ def test_frame_cap_follows_text_length(greedy_engine):
     tokens = len(greedy_engine.loaded.tokenizer.encode("Hi.", add_special_tokens=False))
     assert stream.codes.shape[0] == cap.cap(tokens)
     assert stream.stats.finish_reason == "frame_cap"
+
+
+def test_spoken_text_follows_the_dual_track_alignment(greedy_engine):
+    text = "The talker reads one text token per frame while it speaks."
+    stream = greedy_engine.open_stream(speaker="ryan", language="english", max_frames=40)
+    stream.push_text(text)
+    stream.end_text()
+    list(stream)
+    tokens = greedy_engine.loaded.tokenizer.encode(text, add_special_tokens=False)
+    assert stream.spoken_text(0) == ""
+    assert stream.spoken_text(3) == greedy_engine.loaded.tokenizer.decode(tokens[:3]).strip()
+    assert text.startswith(stream.spoken_text(5))
+    assert stream.spoken_text(1000) == text

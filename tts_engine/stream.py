@@ -70,6 +70,7 @@ class TTSStream:
         self._text_chunks: list[str] = []
         self._text_chars = 0
         self._text_ended = False
+        self._text_tokens: list[int] = []  # tokens the engine has committed (for spoken_text)
 
     # ---- text input (any thread) ---------------------------------------------------------------
 
@@ -128,6 +129,20 @@ class TTSStream:
     @property
     def done(self) -> bool:
         return self._closed.is_set()
+
+    def spoken_text(self, frames_played: int) -> str:
+        """The text spoken by the first `frames_played` frames (what an interrupted reply said).
+
+        In dual-track streaming the talker reads text token k at frame k and says it within a frame
+        or two, so the first `frames_played` tokens are what was heard: an estimate at token
+        granularity, not a forced alignment."""
+        with self._cond:
+            tokens = self._text_tokens[:max(0, frames_played)]
+        return self._engine.loaded.tokenizer.decode(tokens, skip_special_tokens=True).strip() if tokens else ""
+
+    def _note_tokens(self, tokens: list[int]) -> None:
+        with self._cond:
+            self._text_tokens.extend(tokens)
 
     @property
     def codes(self) -> np.ndarray:

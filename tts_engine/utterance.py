@@ -52,13 +52,17 @@ class Utterance:
 
     def absorb_text(self) -> None:
         chunks, ended = self.stream._take_text()
+        new: list[int] = []
         for chunk in chunks:
-            self.tokens += self.tokenizer.push(chunk)
+            new += self.tokenizer.push(chunk)
         if ended and not self.text_ended:
-            self.tokens += self.tokenizer.end()
+            new += self.tokenizer.end()
             self.text_ended = True
-            if not self.tokens:
-                raise InvalidTextError("empty text: nothing to synthesize")
+        if new:
+            self.tokens += new
+            self.stream._note_tokens(new)
+        if ended and not self.tokens:
+            raise InvalidTextError("empty text: nothing to synthesize")
 
     def ready_for_prefill(self) -> bool:
         return bool(self.tokens) and (self.streaming or self.text_ended)

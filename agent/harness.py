@@ -1,5 +1,6 @@
-"""Headless harness for agent tests: real AgentSession, real Silero, real engine (tiny checkpoint),
-the protocol-faithful fake Omni server, WAV files played in real time as the microphone."""
+"""Headless harness: a real AgentSession with real Silero and the real engine, WAV files played in
+real time as the microphone, a recording speaker. Tests, the pipeline benchmark and the soak use it
+(with the fake Omni server from tests/ or a real Omni endpoint)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from agent.audio_io import RecordingAudioOutput, WavAudioInput
-from agent.config import AgentConfig, TurnConfig, VADConfig
-from agent.omni_config import LLMConfig, OmniConfig
-from agent.pipeline import VoicePipeline
+from .audio_io import RecordingAudioOutput, WavAudioInput
+from .config import AgentConfig, TurnConfig, VADConfig
+from .omni_config import LLMConfig, OmniConfig
+from .pipeline import VoicePipeline
 
 
 def speech_wav(text: str, path: Path, voice: str = "en-us", speed: int = 165, rate: int = 16000) -> Path:
@@ -26,6 +27,7 @@ def speech_wav(text: str, path: Path, voice: str = "en-us", speed: int = 165, ra
 
 
 def agent_config(base_url: str, traces_dir: Path, timeout_s: float = 3.0, **overrides) -> AgentConfig:
+    """Settings for headless runs: short VAD silence, short replies."""
     cfg = AgentConfig(omni=OmniConfig(base_url=base_url, request_timeout_s=timeout_s),
                       llm=LLMConfig(max_tokens=60), vad=VADConfig(min_speech_s=0.05, min_silence_s=0.3),
                       turn=TurnConfig(endpointing_min_delay_s=0.05), traces_dir=str(traces_dir))
@@ -39,11 +41,11 @@ class Conversation:
         self.mic = WavAudioInput(sample_rate=16000)
         self.speaker = RecordingAudioOutput(sample_rate=engine.config.output_sample_rate)
         self.events: list[tuple[float, str, dict]] = []
-        self.pipeline = VoicePipeline(engine, cfg, vad, self.mic, self.speaker,
+        self.pipeline = VoicePipeline(engine, cfg, vad,
                                       on_event=lambda kind, data: self.events.append((time.monotonic(), kind, data)))
 
     async def __aenter__(self) -> Conversation:
-        await self.pipeline.start()
+        await self.pipeline.start(audio_in=self.mic, audio_out=self.speaker)
         return self
 
     async def __aexit__(self, *exc) -> None:

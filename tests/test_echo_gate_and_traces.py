@@ -1,0 +1,96 @@
+"""Echo gate decisions and the tracer's rules (unit level: the end-to-end tests cover the wiring)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from livekit import rtc
+from livekit.agents.voice import io
+
+from agent.echo_gate import EchoGate, EchoGateConfig, frame_rms
+from agent.traces import TraceWriter, TurnTracer
+
+
+def _frame(level: float, samples: int = 320, rate: int = 16000) -> rtc.AudioFrame:
+    tone = (level * np.sqrt(2) * np.sin(np.arange(samples) * 0.3) * 32767).astype(np.int16)
+    return rtc.AudioFrame(data=tone.tobytes(), sample_rate=rate, num_channels=1, samples_per_channel=samples)
+
+
+class _Mic(io.AudioInput):
+    def __init__(self, frames):
+        super().__init__(label="mic")
+        self._frames = list(frames)
+
+    async def __anext__(self):
+        if not self._frames:
+            raise StopAsyncIteration
+        return self._frames.pop(0)
+
+
+async def test_echo_is_gated_only_while_the_agent_plays():
+    gate = EchoGate(_Mic([_frame(0.02), _frame(0.02), _frame(0.3), _frame(0.02)]), EchoGateConfig(min_ratio=0.1))
+    first = await gate.__anext__()
+    assert frame_rms(first) == pytest.approx(0.02, rel=0.05)  # nothing played yet: passes untouched
+    gate.observe_played(_frame(0.5, rate=24000))  # the agent is speaking loudly
+    echo = await gate.__anext__()
+    assert frame_rms(echo) == 0.0  # 0.02 < 0.1 x 0.5: residual echo, silenced before the VAD
+    user = await gate.__anext__()
+    assert frame_rms(user) == pytest.approx(0.3, rel=0.05)  # a user talking over the agent is heard
+    assert (gate.gated_frames, gate.passed_frames) == (1, 2)
+
+
+async def test_gate_forgets_playback_after_its_window_and_can_be_disabled():
+    gate = EchoGate(_Mic([_frame(0.02)]), EchoGateConfig(window_s=0.05))
+    gate.observe_played(_frame(0.5, rate=24000))
+    time.sleep(0.08)
+    assert frame_rms(await gate.__anext__()) > 0  # the echo path's window has passed
+    off = EchoGate(_Mic([_frame(0.02)]), EchoGateConfig(enabled=False))
+    off.observe_played(_frame(0.5, rate=24000))
+    assert frame_rms(await off.__anext__()) > 0
+
+
+def test_tracer_accepts_stt_before_the_sessions_vad_end(tmp_path):
+    """livekit's STT adapter runs its own VAD: its transcript may come before the session's end of speech."""
+    tracer = TurnTracer("s", TraceWriter(tmp_path, "s"))
+    tracer.stt_finished(20.0, "hello")  # STT (adapter VAD) first ...
+    tracer.user_speech_ended()  # ... then the session's VAD end, a few ms later: the same end
+    tracer.llm_started()
+    tracer.llm_first_token()
+    tracer.tts_timing("a", time.monotonic(), time.monotonic(), None)
+    tracer.playback_started()
+    tracer.agent_message("hi", interrupted=False)
+    (rec,) = tracer.records
+    assert rec["user_text"] == "hello"
+    for key in ["vad_to_stt_ms", "stt_ms", "llm_ttft_ms", "tts_ttfa_ms", "voice_to_voice_ms"]:
+        assert rec[key] is not None and rec[key] >= 0, key
+    assert rec["voice_to_voice_ms"] >= rec["stt_ms"]
+    assert (tmp_path / "s.jsonl").read_text().count("\n") == 1
+
+
+def test_empty_transcript_makes_no_turn_and_errors_close_turns(tmp_path):
+    tracer = TurnTracer("s", None)
+    tracer.user_speech_ended()
+    tracer.stt_finished(5.0, "   ")
+    tracer.agent_idle()
+    assert tracer.records == []
+    tracer.user_speech_ended()
+    tracer.stt_finished(5.0, "", error="HTTP 500")
+    (rec,) = tracer.records
+    assert rec["error"] == "stt: HTTP 500" and rec["closed_by"] == "stt_error"
+
+
+def test_barge_in_closes_the_cut_turn_with_its_spoken_text(tmp_path):
+    tracer = TurnTracer("s", None)
+    tracer.user_speech_ended()
+    tracer.stt_finished(5.0, "tell me a story")
+    tracer.llm_started()
+    tracer.llm_first_token()
+    tracer.playback_started()
+    tracer.barge_in(4.2, "cut")
+    assert tracer.records == []  # waits for the truncated assistant message
+    tracer.agent_message("Once upon", interrupted=True)
+    (cut,) = tracer.records
+    assert cut["interrupted"] and cut["cancel_to_silence_ms"] == 4.2 and cut["agent_text"] == "Once upon"
+    assert tracer.turn is not None and tracer.turn.opened_by == "barge_in"

@@ -58,7 +58,9 @@ class Conversation:
         return self.pipeline.tracer.records
 
     def trace_file_records(self) -> list[dict]:
-        path = self.pipeline.tracer.writer.path
+        writer = self.pipeline.tracer.writer
+        assert writer is not None
+        path = writer.path
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     async def wait_for(self, predicate, timeout: float, what: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from typing import Any, cast
 
 import openai
 from livekit.agents import (
@@ -176,9 +177,9 @@ class OmniSTT(stt.STT):
         finished = False
         stage = "request"
         try:
-            stream = await self._client.chat.completions.create(
+            stream: Any = await self._client.chat.completions.create(  # an AsyncStream (stream=True)
                 model=self._cfg.stt_model_name,
-                messages=[{"role": "user", "content": content}],  # type: ignore[list-item]
+                messages=cast(Any, [{"role": "user", "content": content}]),
                 stream=True,
                 modalities=["text"],
                 temperature=0.0,  # a transcript should not vary between identical requests
@@ -200,7 +201,7 @@ class OmniSTT(stt.STT):
         url = f"{self._cfg.api_base}/audio/transcriptions"
         extra = {"prompt": self._cfg.stt_prompt} if self._cfg.stt_prompt else {}
         try:
-            resp = await self._client.audio.transcriptions.create(
+            resp: Any = await self._client.audio.transcriptions.create(  # type: ignore[call-overload]
                 file=("audio.wav", wav, "audio/wav"),
                 model=self._cfg.stt_model_name,
                 language=language.split("-")[0],  # Whisper-style servers want ISO-639-1
@@ -218,5 +219,5 @@ def _final(text: str, language: str) -> stt.SpeechEvent:
     return stt.SpeechEvent(
         type=stt.SpeechEventType.FINAL_TRANSCRIPT,
         request_id=utils.shortuuid(),
-        alternatives=[stt.SpeechData(language=language, text=text)],
+        alternatives=[stt.SpeechData(language=cast(Any, language), text=text)],
     )

@@ -20,6 +20,7 @@ from typing import Any
 from livekit.agents import APIConnectOptions
 from livekit.agents import llm as lk_llm
 from livekit.agents import stt as lk_stt
+from livekit.agents import vad as lk_vad
 from livekit.agents.voice import Agent, AgentSession, io
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import silero
@@ -40,7 +41,7 @@ FRAME_S = 0.08  # one codec frame of audio
 STALE_TURN_S = 2.0  # after the agent stops, how long a turn may wait for its assistant message
 
 
-def load_vad(cfg: AgentConfig) -> silero.VAD:
+def load_vad(cfg: AgentConfig) -> lk_vad.VAD:
     """Silero from the plugin wheel (no download). Load once per process and share it."""
     return silero.VAD.load(min_speech_duration=cfg.vad.min_speech_s, min_silence_duration=cfg.vad.min_silence_s,
                            activation_threshold=cfg.vad.activation_threshold)
@@ -86,7 +87,7 @@ class DuplexAgent(Agent):
 
 
 class VoicePipeline:
-    def __init__(self, engine: TTSEngine, cfg: AgentConfig, vad: silero.VAD, session_id: str | None = None,
+    def __init__(self, engine: TTSEngine, cfg: AgentConfig, vad: lk_vad.VAD, session_id: str | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.cfg = cfg
         self.session_id = session_id or f"s-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"

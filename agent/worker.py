@@ -9,13 +9,14 @@ to the least busy worker; run one worker per GPU machine to scale out.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobExecutorType
-from livekit.plugins import silero
+from livekit.agents import vad as lk_vad
 
 from tts_engine import EngineConfig, TTSEngine
 
@@ -35,7 +36,7 @@ class SharedResources:
         self.engine_cfg = engine_cfg
         self._lock = threading.Lock()
         self._engine: TTSEngine | None = None
-        self._vad: silero.VAD | None = None
+        self._vad: lk_vad.VAD | None = None
 
     @property
     def engine(self) -> TTSEngine:
@@ -48,7 +49,7 @@ class SharedResources:
             return self._engine
 
     @property
-    def vad(self) -> silero.VAD:
+    def vad(self) -> lk_vad.VAD:
         with self._lock:
             if self._vad is None:
                 self._vad = load_vad(self.agent_cfg)
@@ -66,6 +67,14 @@ class SharedResources:
                 self._engine = None
 
 
+def _sent(pending: set[asyncio.Task]):
+    def done(task: asyncio.Task) -> None:
+        pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("data-channel event not sent: %s", task.exception())
+    return done
+
+
 def make_server(resources: SharedResources, agent_name: str = "") -> AgentServer:
     server = AgentServer(job_executor_type=JobExecutorType.THREAD, load_fnc=resources.load,
                          setup_fnc=lambda proc: (resources.engine, resources.vad))
@@ -75,9 +84,14 @@ def make_server(resources: SharedResources, agent_name: str = "") -> AgentServer
         await ctx.connect()
         room = ctx.room
 
+        sending: set[asyncio.Task] = set()
+
         def publish(kind: str, data: dict[str, Any]) -> None:
+            """Send an event to the room without blocking the pipeline (a failed send is logged)."""
             payload = json.dumps({"type": kind, **data}).encode()
-            room.local_participant.publish_data(payload, reliable=True, topic=EVENTS_TOPIC)
+            task = asyncio.ensure_future(room.local_participant.publish_data(payload, reliable=True, topic=EVENTS_TOPIC))
+            sending.add(task)
+            task.add_done_callback(_sent(sending))
 
         pipeline = VoicePipeline(resources.engine, resources.agent_cfg, resources.vad,
                                  session_id=f"{room.name}-{ctx.job.id}", on_event=publish)

@@ -4,6 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
+
+# System tools the tests drive for real: espeak-ng + sox make test speech, chromium runs the
+# browser tests. Installed from Debian when missing (CI runs as root).
+missing=()
+for tool in espeak-ng sox chromium; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "[test.sh] installing ${missing[*]} (apt)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "[test.sh] missing ${missing[*]}: install them (sudo apt-get install ${missing[*]}); tests that need them fail" >&2
+  fi
+fi
 STAMP="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[test.sh] creating $VENV (first run installs torch and friends: a few minutes)"
@@ -19,5 +32,7 @@ if [ ! -f "$STAMP" ]; then
 fi
 echo "[test.sh] ruff"
 "$VENV/bin/ruff" check .
+echo "[test.sh] mypy"
+"$VENV/bin/mypy" tts_engine agent
 echo "[test.sh] pytest"
 exec "$VENV/bin/python" -m pytest "$@"

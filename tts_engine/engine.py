@@ -12,6 +12,7 @@ blocks a caller for longer than a lock acquisition, except synthesize() which wa
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -25,7 +26,7 @@ from .config import EngineConfig
 from .errors import EngineBusy, EngineClosed, InvalidTextError
 from .graph_runner import StepRunner
 from .model_loading import load_model
-from .prompt import resolve_voice
+from .prompt import Voice, resolve_voice
 from .runner import ModelRunner
 from .scheduler import StepExecutor
 from .stream import TTSStream
@@ -134,13 +135,17 @@ class TTSEngine:
     def _queue_prefix_warming(self) -> None:
         """Background work: precompute the prompt prefix of every voice while the engine idles."""
         r = self.runner
-        if r.prefixes is None:
+        prefixes = r.prefixes
+        if prefixes is None:
             return
+
+        def warm(voice: Voice) -> None:
+            prefixes.warm(voice, r.scratch, lambda: r.prompts.fixed_prefix(voice), r._prefill_rows)
+
         for speaker in self.speakers:
             for language in self.languages:
                 voice = resolve_voice(self.loaded.talker_config, speaker, language, self.languages)
-                self.executor.background.append(
-                    lambda v=voice: r.prefixes.warm(v, r.scratch, lambda: r.prompts.fixed_prefix(v), r._prefill_rows))
+                self.executor.background.append(functools.partial(warm, voice))
 
     def _start_whole_text(self, text: str, speaker: str, language: str, max_frames: int | None,
                           seed: int | None) -> TTSStream:

@@ -10,8 +10,10 @@ buffers - that is the path CI tests. A shape no graph covers runs eagerly with a
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -108,12 +110,13 @@ class StepRunner:
         for bucket in reversed(self.buckets):
             slot_buf = self.slots.load(scratch * bucket, bucket)
             text_buf = self.text_ids.load([r.prompts.tts_pad_id] * bucket, bucket)
-            stages = [(("predict", bucket), lambda s=slot_buf: r.predict_fn(s)),
-                      (("decode", bucket), lambda b=bucket, s=slot_buf: r.decode_fn(self.codes[:b], s))]
+            codes_buf = self.codes[:bucket]
+            stages: list[tuple[tuple, Callable[[], torch.Tensor]]] = [
+                (("predict", bucket), functools.partial(r.predict_fn, slot_buf)),
+                (("decode", bucket), functools.partial(r.decode_fn, codes_buf, slot_buf))]
             for kv_len in reversed(self.kv_buckets):
                 pos_buf = self.positions.load([kv_len - 1] * bucket, bucket)
-                stages.append((("talk", bucket, kv_len),
-                               lambda s=slot_buf, t=text_buf, p=pos_buf, k=kv_len: r.talk_fn(s, t, p, k)))
+                stages.append((("talk", bucket, kv_len), functools.partial(r.talk_fn, slot_buf, text_buf, pos_buf, kv_len)))
             for key, fn in stages:
                 with torch.cuda.stream(side):
                     for _ in range(2):  # warm-up runs (allocator, kernels' lazy init) outside capture

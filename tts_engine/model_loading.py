@@ -35,7 +35,7 @@ class LoadedModel:
     name: str
     model: Any  # qwen_tts Qwen3TTSForConditionalGeneration
     tokenizer: Any  # the text tokenizer (Qwen2TokenizerFast)
-    speech_decoder: torch.nn.Module  # Qwen3TTSTokenizerV2Decoder
+    speech_decoder: Any  # Qwen3TTSTokenizerV2Decoder (an nn.Module with a .config)
     is_test_voice: bool  # random weights: noise, not speech
 
     @property
@@ -72,12 +72,14 @@ def _read_config(spec: str, is_local: bool, local_files_only: bool) -> dict[str,
     from transformers.utils import cached_file
 
     try:
-        path = cached_file(spec, "config.json", local_files_only=local_files_only)
+        fetched = cached_file(spec, "config.json", local_files_only=local_files_only)
     except Exception as exc:  # network down, unknown repo, gated repo ...
         raise UnsupportedModelError(
             f"{spec!r} is not a local folder and could not be fetched from the hub ({exc.__class__.__name__}: "
             f"{exc}). Download the checkpoint where the hub is reachable and pass its folder.") from exc
-    return json.loads(Path(path).read_text())
+    if fetched is None:
+        raise UnsupportedModelError(f"{spec!r} has no config.json on the hub: not a Qwen3-TTS checkpoint")
+    return json.loads(Path(fetched).read_text())
 
 
 def check_supported(config: dict[str, Any], name: str) -> None:

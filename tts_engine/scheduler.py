@@ -178,9 +178,13 @@ class StepExecutor:
                 batch.append(utt)
         if not batch:
             return False
-        text_ids = [u.text_id_for_talk(r.prompts.tts_eos_id, r.prompts.tts_pad_id) for u in batch]
+        text_ids: list[int] = []
+        for u in batch:
+            text_id = u.text_id_for_talk(r.prompts.tts_eos_id, r.prompts.tts_pad_id)
+            assert text_id is not None  # _select only picks rows whose next text token is known
+            text_ids.append(text_id)
         try:
-            self.steps.talk([u.slot for u in batch], text_ids, [u.position for u in batch])  # type: ignore[misc]
+            self.steps.talk([u.slot for u in batch], text_ids, [u.position for u in batch])
         except Exception as exc:
             self._fail_batch(batch, ended, "talk", exc)
             return True

@@ -6,15 +6,7 @@ import asyncio
 import threading
 import time
 
-
-def _wait_idle(engine, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        s = engine.stats()
-        if s["active_streams"] == 0 and s["running_utterances"] == 0 and s["pending"] == 0:
-            return s
-        time.sleep(0.01)
-    raise AssertionError(f"engine did not go idle: {engine.stats()}")
+from engine_waits import wait_idle
 
 
 def test_cancel_mid_stream_ends_iteration_and_frees_state(greedy_engine):
@@ -31,7 +23,7 @@ def test_cancel_mid_stream_ends_iteration_and_frees_state(greedy_engine):
     assert stream.stats.steps == steps_at_cancel, "no step may run after cancel(wait=True) returns"
     assert stream.stats.frames == frames_at_cancel
     assert stream.stats.finish_reason == "cancelled"
-    _wait_idle(greedy_engine)
+    wait_idle(greedy_engine)
     assert greedy_engine.load() == 0.0
 
 
@@ -46,7 +38,7 @@ def test_cancel_from_another_thread_while_consumer_blocks(greedy_engine):
     consumer.join(timeout=10)
     assert not consumer.is_alive(), "cancel must wake a blocked consumer"
     assert stream.wait_closed(10)
-    _wait_idle(greedy_engine)
+    wait_idle(greedy_engine)
 
 
 async def test_cancel_from_asyncio_task(greedy_engine):
@@ -63,7 +55,7 @@ async def test_cancel_from_asyncio_task(greedy_engine):
     packets = await asyncio.wait_for(task, timeout=10)
     assert len(packets) < 4 * 500
     assert await asyncio.to_thread(stream.wait_closed, 10)
-    await asyncio.to_thread(_wait_idle, greedy_engine)
+    await asyncio.to_thread(wait_idle, greedy_engine)
 
 
 def test_cancel_before_any_text_and_double_cancel(greedy_engine):
@@ -72,4 +64,4 @@ def test_cancel_before_any_text_and_double_cancel(greedy_engine):
     stream.cancel(wait=True)
     assert list(stream) == []
     assert stream.done
-    _wait_idle(greedy_engine)
+    wait_idle(greedy_engine)

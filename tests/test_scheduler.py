@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from engine_waits import wait_idle
 
 from tts_engine import EngineBusy, EngineConfig, SchedulerConfig, TTSEngine
 from tts_engine.graph_runner import StepRunner
@@ -26,16 +27,6 @@ def _solo_codes(engine, speaker, language, text, frames):
     s.end_text()
     list(s)
     return s.codes
-
-
-def _wait_idle(engine, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st = engine.stats()
-        if st["active_streams"] == 0 and st["running_utterances"] == 0 and st["pending"] == 0:
-            return st
-        time.sleep(0.01)
-    raise AssertionError(f"engine did not go idle: {engine.stats()}")
 
 
 def test_batched_equals_unbatched_with_staggered_mixed_voices(greedy_engine):
@@ -76,7 +67,7 @@ def test_new_stream_first_packet_is_not_held_behind_long_streams(greedy_engine):
     for s in long_ones:
         s.cancel()
     list(new)
-    _wait_idle(greedy_engine)
+    wait_idle(greedy_engine)
 
 
 def test_engine_busy_at_the_limit_and_cancel_frees_the_slot_immediately(tiny_checkpoint):
@@ -104,7 +95,7 @@ def test_200_open_cancel_cycles_leave_nothing_behind(tiny_checkpoint):
             if i % 4 == 0 and i % 3:  # read a packet from some of the streams that got text
                 next(iter(s), None)
             s.cancel(wait=i % 2 == 0)
-        st = _wait_idle(engine)
+        st = wait_idle(engine)
         assert engine.load() == 0.0
         assert st["active_streams"] == 0 and st["running_utterances"] == 0 and st["pending"] == 0
         assert st["kv_cache_bytes"] == before["kv_cache_bytes"]  # preallocated, never grows

@@ -33,6 +33,6 @@ fi
 echo "[test.sh] ruff"
 "$VENV/bin/ruff" check .
 echo "[test.sh] mypy"
-"$VENV/bin/mypy" tts_engine agent
+"$VENV/bin/mypy" tts_engine agent token_server
 echo "[test.sh] pytest"
 exec "$VENV/bin/python" -m pytest "$@"

@@ -134,6 +134,9 @@ class VoicePipeline:
         else:  # a room's output: observe frames as they are captured (the gate's window absorbs the lead)
             self.tts.on_frame = self.echo_gate.observe_played
         self._started = True
+        # the page shows this session's id and warns loudly when the voice is a random-weight test voice
+        self._emit("session", {"session_id": self.session_id, "test_voice": self.tts.engine.is_test_voice,
+                               "voice": {"speaker": self.cfg.voice.speaker, "language": self.cfg.voice.language}})
         if self.cfg.greeting:
             s.say(self.cfg.greeting)
         log.info("session %s started", self.session_id)

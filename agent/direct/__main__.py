@@ -1,0 +1,43 @@
+"""`python -m agent.direct`: the direct-mode agent (WebRTC signalling over HTTP, no LiveKit server).
+
+Configuration comes from the environment: OMNI_* / TTS_* / AGENT_* as for the LiveKit worker, plus
+DIRECT_* and LIVEKIT_API_KEY / LIVEKIT_API_SECRET (the token server's pair); see README.md here.
+The engine and Silero load before the server listens, so /healthz answers once it can serve.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from aiohttp import web
+
+from ..config import AgentConfig, engine_config_from_env
+from ..worker import SharedResources
+from .config import DirectServerConfig
+from .server import make_app
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = DirectServerConfig.from_env()
+        agent_cfg, engine_cfg = AgentConfig.from_env(), engine_config_from_env()
+    except ValueError as exc:
+        sys.exit(f"agent.direct: configuration error: {exc}")
+    resources = SharedResources(agent_cfg, engine_cfg)  # one engine and one VAD for every peer
+    engine, vad = resources.engine, resources.vad
+    try:
+        app = make_app(cfg, agent_cfg, engine, vad)
+        print(f"direct mode: offers to http://{cfg.host}:{cfg.port}/api/offer "
+              f"(ICE on {', '.join(cfg.ice_host_addresses)}; pages from {', '.join(cfg.allowed_origins)})",
+              flush=True)
+        web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None)
+    finally:
+        resources.close()
+
+
+if __name__ == "__main__":
+    main()

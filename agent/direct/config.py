@@ -1,0 +1,78 @@
+"""Direct mode's settings: one frozen dataclass, validated on construction; environment variables
+are read only in `from_env` (the edge). README.md in this folder lists every variable."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+DEFAULT_ORIGINS = ("http://127.0.0.1:8080", "http://localhost:8080")  # the token server's page
+
+
+@dataclass(frozen=True)
+class DirectServerConfig:
+    api_key: str  # the token server's key pair: offers must carry a token it minted
+    api_secret: str = field(repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8081
+    # addresses ICE offers to browsers; LAN use adds this machine's LAN address
+    ice_host_addresses: tuple[str, ...] = ("127.0.0.1",)
+    # pages (served by the token server on another port) that may call the API from a browser
+    allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
+    max_peers: int = 4
+    disconnect_grace_s: float = 5.0  # "disconnected" this long (no recovery) ends the session
+    connect_timeout_s: float = 20.0  # answered but never connected: give the slot back
+    media_timeout_s: float = 15.0  # connected but no audio from the peer this long: it is gone
+    max_offer_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        if not self.api_key or not self.api_secret:
+            raise ValueError("api_key and api_secret (LIVEKIT_API_KEY / LIVEKIT_API_SECRET) are required "
+                             "to verify the token server's tokens")
+        object.__setattr__(self, "ice_host_addresses", tuple(self.ice_host_addresses))
+        object.__setattr__(self, "allowed_origins", tuple(o.rstrip("/") for o in self.allowed_origins))
+        if not self.ice_host_addresses:
+            raise ValueError("ice_host_addresses (DIRECT_ICE_HOSTS) needs at least one address")
+        for address in self.ice_host_addresses:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"ice_host_addresses (DIRECT_ICE_HOSTS): {address!r} is not an IP address") from None
+        for origin in self.allowed_origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise ValueError(f"allowed_origins (DIRECT_ALLOWED_ORIGINS) entries look like "
+                                 f"'http://host:port', got {origin!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port (DIRECT_PORT) must be in 0..65535")
+        if self.max_peers < 1:
+            raise ValueError("max_peers (DIRECT_MAX_PEERS) must be >= 1")
+        if min(self.disconnect_grace_s, self.connect_timeout_s, self.media_timeout_s) <= 0:
+            raise ValueError("peer timeouts must be > 0 seconds")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DirectServerConfig:
+        e = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = e.get(name, "").strip()
+            return value or None
+
+        def split(name: str) -> tuple[str, ...] | None:
+            raw = get(name)
+            return None if raw is None else tuple(p.strip() for p in raw.split(",") if p.strip())
+
+        kwargs: dict = {}
+        if (hosts := split("DIRECT_ICE_HOSTS")) is not None:
+            kwargs["ice_host_addresses"] = hosts
+        if (origins := split("DIRECT_ALLOWED_ORIGINS")) is not None:
+            kwargs["allowed_origins"] = origins
+        return cls(api_key=get("LIVEKIT_API_KEY") or "", api_secret=get("LIVEKIT_API_SECRET") or "",
+                   host=get("DIRECT_HOST") or "127.0.0.1", port=int(get("DIRECT_PORT") or 8081),
+                   max_peers=int(get("DIRECT_MAX_PEERS") or 4),
+                   disconnect_grace_s=float(get("DIRECT_DISCONNECT_GRACE_S") or 5.0),
+                   connect_timeout_s=float(get("DIRECT_CONNECT_TIMEOUT_S") or 20.0),
+                   media_timeout_s=float(get("DIRECT_MEDIA_TIMEOUT_S") or 15.0), **kwargs)

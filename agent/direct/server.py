@@ -1,0 +1,197 @@
+"""Direct mode's signalling server: browsers POST a WebRTC offer with a token from the token
+server and get a complete answer back (non-trickle); each offer becomes a DirectPeer with its own
+session on the process's one engine. Contract (requests, responses, errors): README.md here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCSessionDescription
+from livekit.agents import vad as lk_vad
+
+from token_server.tokens import TokenRejected, verify_token
+from tts_engine import TTSEngine
+
+from ..config import AgentConfig
+from .config import DirectServerConfig
+from .ice import configure_ice, filter_candidates
+from .peer import DirectPeer
+
+__all__ = ["DirectServer", "DirectServerConfig", "SERVER_KEY", "make_app"]
+
+log = logging.getLogger(__name__)
+
+_MEDIA_LINE = re.compile(r"^m=(\w+) ", re.MULTILINE)
+
+
+@dataclass
+class _KeyPair:
+    """The pair as token_server's KeyPair protocol spells it (plain attributes, not frozen)."""
+
+    api_key: str
+    api_secret: str = field(repr=False)
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+class DirectServer:
+    """The registry of live peers and the HTTP handlers; one per process."""
+
+    def __init__(self, cfg: DirectServerConfig, agent_cfg: AgentConfig, engine: TTSEngine, vad: lk_vad.VAD) -> None:
+        self.cfg = cfg
+        self.agent_cfg = agent_cfg
+        self.engine = engine
+        self.vad = vad
+        self.peers: dict[str, DirectPeer] = {}
+        self._keys = _KeyPair(cfg.api_key, cfg.api_secret)
+        self._restore_ice: Callable[[], None] | None = None
+
+    # ---- lifecycle (aiohttp signals) -----------------------------------------------------------
+
+    async def on_startup(self, _app: web.Application) -> None:
+        self._restore_ice = configure_ice(self.cfg.ice_host_addresses)
+
+    async def on_shutdown(self, _app: web.Application) -> None:
+        await self.close_all("server_shutdown")
+
+    async def on_cleanup(self, _app: web.Application) -> None:
+        if self._restore_ice is not None:
+            self._restore_ice()
+            self._restore_ice = None
+
+    async def close_all(self, reason: str) -> None:
+        await asyncio.gather(*(peer.close(reason) for peer in list(self.peers.values())))
+
+    # ---- handlers ------------------------------------------------------------------------------
+
+    async def offer(self, request: web.Request) -> web.Response:
+        claims = self._authorize(request)
+        if isinstance(claims, web.Response):
+            return claims
+        if len(self.peers) >= self.cfg.max_peers:
+            return _error(503, "too_many_peers", f"all {self.cfg.max_peers} sessions are in use; try again later",
+                          **{"Retry-After": "5"})
+        if self.engine.load() >= 1.0:
+            return _error(503, "engine_busy", "every TTS stream slot is in use; try again later",
+                          **{"Retry-After": "2"})
+        offer = await self._read_offer(request)
+        if isinstance(offer, web.Response):
+            return offer
+        peer_id = secrets.token_hex(8)
+        room = claims["video"]["room"]
+        peer = DirectPeer(peer_id, engine=self.engine, vad=self.vad, agent_cfg=self.agent_cfg, cfg=self.cfg,
+                          session_id=f"{room}-{peer_id}", identity=claims["sub"], on_closed=self._forget)
+        self.peers[peer_id] = peer  # counted against max_peers while the answer is being made
+        try:
+            answer = await peer.accept(offer)
+        except (ValueError, KeyError, IndexError) as exc:  # aiortc's SDP parsing and checks
+            await peer.close("bad_offer")
+            return _error(400, "bad_offer", f"the offer cannot be used: {exc}")
+        except BaseException:
+            await peer.close("answer_failed")
+            raise
+        log.info("peer %s (%s) answered; session %s", peer_id, claims["sub"], peer.session_id)
+        return web.json_response({"type": answer.type, "sdp": answer.sdp, "peer_id": peer_id,
+                                  "session_id": peer.session_id})
+
+    async def delete_peer(self, request: web.Request) -> web.Response:
+        claims = self._authorize(request)
+        if isinstance(claims, web.Response):
+            return claims
+        peer = self.peers.get(request.match_info["peer_id"])
+        if peer is None or peer.identity != claims["sub"]:  # someone else's peer looks like no peer
+            return _error(404, "no_such_peer", "no live peer with that id for this identity")
+        await peer.close("hangup")
+        return web.Response(status=204)
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        stats = self.engine.stats()
+        return web.json_response({
+            "status": "ok", "peers": len(self.peers), "max_peers": self.cfg.max_peers,
+            "engine": {"load": self.engine.load(), "active_streams": stats["active_streams"],
+                       "max_streams": stats["max_streams"]}})
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _authorize(self, request: web.Request) -> dict[str, Any] | web.Response:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        challenge = {"WWW-Authenticate": 'Bearer realm="agent"'}
+        if scheme.lower() != "bearer" or not token.strip():
+            return _error(401, "missing_token", "send 'Authorization: Bearer <token>' with a token from the "
+                          "token server", **challenge)
+        try:
+            return verify_token(self._keys, token.strip())
+        except TokenRejected as exc:
+            return _error(401, f"token_{exc.reason}", f"token rejected: {exc}", **challenge)
+
+    async def _read_offer(self, request: web.Request) -> RTCSessionDescription | web.Response:
+        if request.content_length is not None and request.content_length > self.cfg.max_offer_bytes:
+            return _error(413, "offer_too_large", f"offers are limited to {self.cfg.max_offer_bytes} bytes")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "bad_offer", "the body must be JSON: {\"type\": \"offer\", \"sdp\": \"...\"}")
+        if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
+            return _error(400, "bad_offer", "the body must be {\"type\": \"offer\", \"sdp\": \"...\"}")
+        sdp: str = body["sdp"]
+        media = _MEDIA_LINE.findall(sdp)
+        if not sdp.startswith("v=0") or media.count("audio") != 1 or set(media) - {"audio", "application"}:
+            return _error(400, "bad_offer", "the offer must be SDP with exactly one audio section "
+                          "(and optionally the 'agent-events' data channel); no video")
+        sdp, kept = filter_candidates(sdp, self.cfg.ice_host_addresses)
+        if kept == 0:  # it may still connect through peer-reflexive candidates; worth a log line
+            log.warning("offer has no candidate reachable from %s", ", ".join(self.cfg.ice_host_addresses))
+        return RTCSessionDescription(sdp=sdp, type="offer")
+
+    def _forget(self, peer: DirectPeer) -> None:
+        self.peers.pop(peer.peer_id, None)
+
+
+def _cors_middleware(allowed: tuple[str, ...]) -> Any:
+    preflight = {"Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                 "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                 "Access-Control-Max-Age": "600"}
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Any) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.rstrip("/") not in allowed:
+            # browsers on other sites get nothing at all (not just an unreadable response)
+            return _error(403, "origin_not_allowed", f"origin {origin} is not allowed (DIRECT_ALLOWED_ORIGINS)")
+        if request.method == "OPTIONS":
+            response: web.StreamResponse = web.Response(status=204, headers=preflight)
+        else:
+            response = await handler(request)
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return cors
+
+
+SERVER_KEY = web.AppKey("direct_server", DirectServer)
+
+
+def make_app(cfg: DirectServerConfig, agent_cfg: AgentConfig, engine: TTSEngine, vad: lk_vad.VAD) -> web.Application:
+    """The signalling app; `app[SERVER_KEY]` is the DirectServer (its `peers` are the live calls)."""
+    server = DirectServer(cfg, agent_cfg, engine, vad)
+    app = web.Application(middlewares=[_cors_middleware(cfg.allowed_origins)],
+                          client_max_size=cfg.max_offer_bytes)
+    app[SERVER_KEY] = server
+    app.router.add_post("/api/offer", server.offer)
+    app.router.add_delete("/api/peer/{peer_id}", server.delete_peer)
+    app.router.add_get("/healthz", server.healthz)
+    app.on_startup.append(server.on_startup)
+    app.on_shutdown.append(server.on_shutdown)
+    app.on_cleanup.append(server.on_cleanup)
+    return app

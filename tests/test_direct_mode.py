@@ -1,0 +1,433 @@
+"""Direct mode end to end on 127.0.0.1: an aiortc CLIENT peer (playing espeak-ng speech as its
+microphone) talks WebRTC to the agent's signalling server, with the fake Omni server and the tiny
+TTS engine behind it. What a browser does, minus the browser."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import time
+import wave
+from collections.abc import Callable
+
+import aiohttp
+import aioice.ice
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from fake_omni import FakeOmni
+from livekit import rtc
+from livekit.plugins import silero
+
+from agent.direct import SERVER_KEY, DirectServerConfig, make_app
+from agent.direct.ice import configure_ice, filter_candidates
+from agent.direct.webrtc_io import OutgoingAudioTrack, WebRTCAudioInput
+from agent.harness import agent_config, speech_wav
+from token_server.config import TokenServerConfig
+from token_server.tokens import mint_token
+from tts_engine import EngineConfig, FrameCapConfig, SchedulerConfig, TTSEngine
+
+torch.set_num_threads(1)
+
+KEYS = TokenServerConfig(api_key="test-key", api_secret="s" * 40)
+LONG_REPLY = ("Let me tell you a long story about the sea, the wind and the old lighthouse keeper who "
+              "counted every wave that broke on the rocks below his window for forty years.")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint):
+    cfg = EngineConfig(model=tiny_checkpoint, max_streams=8, frame_cap=FrameCapConfig(base_frames=6, frames_per_text_token=2),
+                       scheduler=SchedulerConfig(max_lead_s=1.0))
+    with TTSEngine(cfg) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def vad():
+    return silero.VAD.load(min_speech_duration=0.05, min_silence_duration=0.3)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    d = tmp_path_factory.mktemp("direct-speech")
+    clips = {"short": speech_wav("Good morning", d / "short.wav", rate=48000),
+             "long": speech_wav("Tell me what the weather will be like tomorrow afternoon", d / "long.wav", rate=48000)}
+    return {name: sf.read(str(path), dtype="int16")[0] for name, path in clips.items()}
+
+
+def transcribe_by_length(wav: bytes) -> str:
+    """The fake STT tells the two clips apart by their length, so each client's transcript is its own."""
+    with wave.open(io.BytesIO(wav)) as w:
+        seconds = w.getnframes() / w.getframerate()
+    return "Good morning." if seconds < 2.5 else "Tell me what the weather will be like tomorrow afternoon."
+
+
+class Client:
+    """A browser stand-in: mic track out, agent audio in, the page-created "agent-events" channel."""
+
+    def __init__(self) -> None:
+        # gathers on 127.0.0.1 only: the server's start-up configured aioice for the whole process
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.mic = OutgoingAudioTrack(max_queue_s=30.0)  # a paced 48 kHz source: silence, then what we say
+        self.messages: list[dict] = []
+        self.frames = 0
+        self.voiced = 0
+        self.answer: dict = {}
+        self.on_voiced: Callable[[float], None] | None = None
+        self._consumer: asyncio.Task | None = None
+
+    def say(self, pcm48: np.ndarray) -> None:
+        self.mic.push(rtc.AudioFrame(data=pcm48.tobytes(), sample_rate=48000, num_channels=1,
+                                     samples_per_channel=len(pcm48)))
+
+    async def connect(self, http: aiohttp.ClientSession, base: str, token: str) -> aiohttp.ClientResponse:
+        self.pc.addTrack(self.mic)
+        channel = self.pc.createDataChannel("agent-events")
+        channel.on("message", lambda m: self.messages.append(json.loads(m)))
+        self.pc.on("track", lambda track: setattr(self, "_consumer", asyncio.ensure_future(self._consume(track))))
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}
+        resp = await http.post(f"{base}/api/offer", json=offer, headers={"Authorization": f"Bearer {token}"})
+        if resp.status == 200:
+            self.answer = await resp.json()
+            await self.pc.setRemoteDescription(RTCSessionDescription(self.answer["sdp"], self.answer["type"]))
+        return resp
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            pcm = frame.to_ndarray().astype(np.float32) / 32768
+            self.frames += 1
+            if np.sqrt(np.mean(pcm * pcm)) > 0.01:
+                self.voiced += 1
+                if self.on_voiced is not None:
+                    self.on_voiced(time.monotonic())
+
+    def of_type(self, kind: str) -> list[dict]:
+        return [m for m in self.messages if m["type"] == kind]
+
+    async def close(self) -> None:
+        await self.pc.close()
+        if self._consumer is not None:  # aiortc ends the track only if the call had connected
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
+
+
+async def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class Server:
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.direct = app[SERVER_KEY]
+        self.runner = web.AppRunner(app, access_log=None)
+        self.base = ""
+
+    async def __aenter__(self) -> Server:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.base = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def fake_omni(long_reply: bool = True):
+    """The weather question gets a long reply (7 s of audio: time to vanish or barge in)."""
+    # started inside each test: an async fixture would run on another event loop than the test
+    def reply(messages: list[dict]) -> str:
+        return LONG_REPLY if long_reply and "weather" in json.dumps(messages[-1]) else "Good morning to you."
+
+    fake = FakeOmni(transcripts=transcribe_by_length, reply=reply)
+    url = await fake.start()
+    try:
+        yield url
+    finally:
+        await fake.stop()
+
+
+def http_client() -> aiohttp.ClientSession:
+    # no keep-alive: an idle server-side connection task would look like a leak in the teardown check
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+
+
+def direct_app(engine, vad, url, tmp_path, **overrides) -> web.Application:
+    cfg = DirectServerConfig(api_key=KEYS.api_key, api_secret=KEYS.api_secret, **overrides)
+    return make_app(cfg, agent_config(url, tmp_path), engine, vad)
+
+
+def token(identity: str = "alice", **kw) -> str:
+    return mint_token(KEYS, room="room1", identity=identity, **kw)
+
+
+async def start_talking(client: Client, pcm48: np.ndarray) -> None:
+    await wait_for(lambda: {"type": "agent_state", "state": "listening"} in client.messages, 20,
+                   "the session to be listening")
+    client.say(pcm48)
+
+
+async def test_one_turn_over_webrtc(engine, vad, speech, tmp_path):
+    async with fake_omni() as url, Server(direct_app(engine, vad, url, tmp_path)) as server, \
+            http_client() as http:
+        client = Client()
+        resp = await client.connect(http, server.base, token())
+        assert resp.status == 200, await resp.text()
+        assert client.answer["type"] == "answer" and "a=sendrecv" in client.answer["sdp"]
+        assert all(" 127.0.0.1 " in line for line in client.answer["sdp"].splitlines() if line.startswith("a=candidate"))
+        await start_talking(client, speech["short"])
+        await wait_for(lambda: client.of_type("turn"), 40, "a turn record")
+        await wait_for(lambda: client.voiced > 10, 10, "the agent's audio")
+        session = client.of_type("session")[0]
+        assert session["session_id"] == client.answer["session_id"]
+        assert client.messages[0]["type"] == "session"
+        assert {"type": "transcript", "role": "user", "text": "Good morning.", "final": True} in client.messages
+        turn = client.of_type("turn")[0]
+        assert turn["user_text"] == "Good morning." and turn["error"] is None
+        assert turn["voice_to_voice_ms"] is not None and turn["voice_to_voice_ms"] > 0
+        async with http.get(f"{server.base}/healthz") as health:
+            assert (await health.json())["peers"] == 1
+        async with http.delete(f"{server.base}/api/peer/{client.answer['peer_id']}",
+                               headers={"Authorization": f"Bearer {token()}"}) as bye:
+            assert bye.status == 204
+        assert server.direct.peers == {}
+        await client.close()
+
+
+async def test_two_clients_get_independent_sessions(engine, vad, speech, tmp_path):
+    async with fake_omni(long_reply=False) as url, Server(direct_app(engine, vad, url, tmp_path)) as server, \
+            http_client() as http:
+        a, b = Client(), Client()
+        for client, who in ((a, "alice"), (b, "bob")):
+            resp = await client.connect(http, server.base, token(who))
+            assert resp.status == 200, await resp.text()
+        assert a.answer["session_id"] != b.answer["session_id"]
+        await asyncio.gather(start_talking(a, speech["short"]), start_talking(b, speech["long"]))
+        await wait_for(lambda: a.of_type("turn") and b.of_type("turn"), 60, "a turn in each session")
+        assert [m["text"] for m in a.of_type("transcript") if m["role"] == "user"] == ["Good morning."]
+        assert [m["text"] for m in b.of_type("transcript") if m["role"] == "user"] == [
+            "Tell me what the weather will be like tomorrow afternoon."]
+        assert a.of_type("session")[0]["session_id"] == a.answer["session_id"]
+        assert b.of_type("session")[0]["session_id"] == b.answer["session_id"]
+        assert a.of_type("turn")[0]["session_id"] == a.answer["session_id"]
+        assert b.of_type("turn")[0]["session_id"] == b.answer["session_id"]
+        await wait_for(lambda: a.voiced > 10 and b.voiced > 10, 20, "agent audio on both calls")
+        await asyncio.gather(a.close(), b.close())
+        await wait_for(lambda: not server.direct.peers, 20, "both peers to be torn down")
+
+
+async def test_a_client_that_vanishes_mid_turn_is_torn_down(engine, vad, speech, tmp_path):
+    async with fake_omni() as url, Server(direct_app(engine, vad, url, tmp_path)) as server, \
+            http_client() as http:
+        before = asyncio.all_tasks()
+        client = Client()
+        assert (await client.connect(http, server.base, token())).status == 200
+        await start_talking(client, speech["long"])
+        await wait_for(lambda: client.voiced > 10, 40, "the agent to be speaking")
+        assert engine.stats()["active_streams"] >= 1 and not client.of_type("turn"), "not mid-turn"
+        await client.pc.close()  # no DELETE, no bye: the tab is gone
+        await wait_for(lambda: not server.direct.peers, 20, "the peer to be torn down")
+        await wait_for(lambda: engine.stats()["active_streams"] == 0, 5, "the engine's streams to be released")
+
+        def leaked() -> list[str]:
+            return sorted(t.get_name() for t in asyncio.all_tasks() - before if t is not asyncio.current_task())
+
+        await wait_for(lambda: not leaked(), 10, "the peer's tasks to end")
+
+
+
+def cut_network(pc: RTCPeerConnection) -> None:
+    """Close the peer's UDP sockets under aiortc: no DTLS close, no RTCP BYE, nothing more on the
+    wire - what a killed browser or a dropped Wi-Fi looks like from the other end."""
+    connection = pc.getTransceivers()[0].receiver.transport.transport.iceGatherer._connection
+    for protocol in connection._protocols:
+        protocol.transport.close()
+
+
+async def test_a_peer_that_goes_silent_is_dropped_after_the_media_timeout(engine, vad, speech, tmp_path):
+    async with fake_omni() as url, Server(direct_app(engine, vad, url, tmp_path, media_timeout_s=2.0)) as server, \
+            http_client() as http:
+        client = Client()
+        assert (await client.connect(http, server.base, token())).status == 200
+        await wait_for(lambda: {"type": "agent_state", "state": "listening"} in client.messages, 20, "the session")
+        peer = next(iter(server.direct.peers.values()))
+        cut_network(client.pc)
+        await wait_for(lambda: not server.direct.peers, 15, "the silent peer to be dropped")
+        assert peer.close_reason == "media_timeout"
+        await client.close()
+
+async def test_auth_and_offer_errors(engine, vad, speech, tmp_path):
+    async with fake_omni() as url, Server(direct_app(engine, vad, url, tmp_path, max_peers=1)) as server, \
+            http_client() as http:
+        offer_url = f"{server.base}/api/offer"
+        good_offer = {"type": "offer", "sdp": "v=0\r\n"}
+        wrong_keys = TokenServerConfig(api_key=KEYS.api_key, api_secret="x" * 40)
+        cases = {
+            "missing_token": {},
+            "token_malformed": {"Authorization": "Bearer not-a-jwt"},
+            "token_bad_signature": {"Authorization": f"Bearer {mint_token(wrong_keys, room='room1', identity='eve')}"},
+            "token_expired": {"Authorization": f"Bearer {token(now=time.time() - 7200)}"},
+        }
+        for code, headers in cases.items():
+            async with http.post(offer_url, json=good_offer, headers=headers) as resp:
+                assert resp.status == 401, code
+                assert (await resp.json())["error"]["code"] == code
+        auth = {"Authorization": f"Bearer {token()}"}
+        for body in ("not json", json.dumps({"type": "answer", "sdp": "v=0"}), json.dumps({"type": "offer"}),
+                     json.dumps({"type": "offer", "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
+                     json.dumps({"type": "offer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nbroken\r\n"})):
+            async with http.post(offer_url, data=body, headers=auth) as resp:
+                assert resp.status == 400, body
+                assert (await resp.json())["error"]["code"] == "bad_offer"
+        assert server.direct.peers == {}, "a rejected offer leaves no peer behind"
+        first = Client()
+        assert (await first.connect(http, server.base, token())).status == 200
+        second = Client()
+        resp = await second.connect(http, server.base, token("bob"))
+        assert resp.status == 503 and (await resp.json())["error"]["code"] == "too_many_peers"
+        async with http.options(offer_url, headers={"Origin": "http://127.0.0.1:8080",
+                                                    "Access-Control-Request-Method": "POST"}) as pre:
+            assert pre.status == 204
+            assert pre.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:8080"
+        async with http.post(offer_url, json=good_offer, headers={"Origin": "http://evil.example"}) as resp:
+            assert resp.status == 403
+        await asyncio.gather(first.close(), second.close())
+
+
+async def test_barge_in_silences_the_wire(engine, vad, speech, tmp_path):
+    async with fake_omni() as url, Server(direct_app(engine, vad, url, tmp_path)) as server, \
+            http_client() as http:
+        client = Client()
+        assert (await client.connect(http, server.base, token())).status == 200
+        voiced_at: list[float] = []
+        client.on_voiced = voiced_at.append
+        await start_talking(client, speech["long"])
+        await wait_for(lambda: client.voiced > 25, 40, "the agent to be speaking")
+        client.say(speech["short"])  # talk over the agent
+        await wait_for(lambda: client.of_type("barge_in"), 10, "the barge-in")
+        cut_at = time.monotonic()
+        peer = next(iter(server.direct.peers.values()))
+        assert peer.track.clears >= 1, "the queued audio was dropped from the track"
+        await asyncio.sleep(0.6)  # still inside the user's speech: no reply can have started yet
+        late = [t for t in voiced_at if cut_at + 0.25 < t < cut_at + 0.6]
+        assert late == [], f"{len(late)} voiced frames reached the client after the barge-in"
+        await client.close()
+        await wait_for(lambda: not server.direct.peers, 20, "the peer to be torn down")
+
+
+# ---- the pieces on their own ---------------------------------------------------------------------
+
+
+class FakeRemoteTrack(MediaStreamTrack):
+    """What aiortc's Opus decoder hands out: 48 kHz stereo s16 frames of 20 ms, then the end."""
+
+    kind = "audio"
+
+    def __init__(self, frames: int, amplitude: int = 8000) -> None:
+        super().__init__()
+        self.left = frames
+        self.amplitude = amplitude
+
+    async def recv(self):
+        if self.left == 0:
+            raise MediaStreamError
+        self.left -= 1
+        tone = (self.amplitude * np.sin(2 * np.pi * 440 * np.arange(960) / 48000)).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(np.repeat(tone, 2).reshape(1, -1), format="s16", layout="stereo")
+        frame.sample_rate = 48000
+        return frame
+
+
+async def test_audio_input_resamples_to_16k_20ms_and_ends_with_the_track():
+    source = WebRTCAudioInput(FakeRemoteTrack(frames=50))
+    frames = [f async for f in source]
+    assert all(f.sample_rate == 16000 and f.num_channels == 1 and f.samples_per_channel == 320 for f in frames)
+    assert 48 <= len(frames) <= 50  # 1 s in, 1 s out less the resampler's sub-millisecond delay
+    rms = np.sqrt(np.mean(np.frombuffer(frames[10].data, np.int16).astype(np.float64) ** 2))
+    assert 8000 / np.sqrt(2) * 0.8 < rms < 8000 / np.sqrt(2) * 1.2
+
+
+def frame_24k(value: int = 10000, samples: int = 480) -> rtc.AudioFrame:
+    return rtc.AudioFrame(data=np.full(samples, value, np.int16).tobytes(), sample_rate=24000, num_channels=1,
+                          samples_per_channel=samples)
+
+
+def is_silent(frame: av.AudioFrame) -> bool:
+    return not np.any(frame.to_ndarray())
+
+
+async def test_outgoing_track_paces_itself_without_drift():
+    track = OutgoingAudioTrack()
+    start = time.monotonic()
+    frames = [await track.recv() for _ in range(51)]
+    elapsed = time.monotonic() - start
+    assert 0.95 < elapsed < 1.3  # 50 frame periods after the first frame
+    assert [f.pts for f in frames] == [i * 960 for i in range(51)]
+    assert all(f.sample_rate == 48000 and f.samples == 960 and f.layout.name == "mono" for f in frames)
+    assert all(is_silent(f) for f in frames)
+    track.stop()
+
+
+async def test_outgoing_track_queue_is_short_and_clear_is_immediate():
+    track = OutgoingAudioTrack()
+    await track.recv()
+    for _ in range(3):
+        track.push(frame_24k())
+    assert 0.05 < track.queued_seconds <= 0.1
+    assert not is_silent(await track.recv())
+    track.clear()
+    assert track.queued_seconds == 0 and is_silent(await track.recv())
+    for _ in range(50):  # an upstream burst: latency stays bounded, the oldest audio goes
+        track.push(frame_24k())
+    assert track.queued_seconds <= 0.1 and track.dropped_samples > 0
+    track.clear()
+    track.push(frame_24k())  # one frame primes (<960 samples after the resampler's delay) ...
+    await asyncio.sleep(0.07)  # ... and is sent padded once no more audio follows
+    assert not is_silent(await track.recv())
+    assert track.queued_seconds == 0
+    track.stop()
+
+
+def test_candidate_filter_keeps_only_reachable_udp_candidates():
+    sdp = "\r\n".join([
+        "v=0", "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
+        "a=candidate:2 1 udp 2130706431 192.168.1.7 5001 typ host",
+        "a=candidate:3 1 udp 2130706431 3f2a1b.local 5002 typ host",
+        "a=candidate:4 1 tcp 1518280447 127.0.0.1 9 typ host tcptype active",
+        "a=end-of-candidates", ""])
+    loopback, kept = filter_candidates(sdp, ["127.0.0.1"])
+    assert kept == 1 and " 127.0.0.1 5000 " in loopback and "192.168" not in loopback and ".local" not in loopback
+    assert "tcp" not in loopback and "a=end-of-candidates" in loopback
+    lan, kept = filter_candidates(sdp, ["127.0.0.1", "192.168.1.20"])
+    assert kept == 2 and " 192.168.1.7 " in lan
+
+
+def test_configure_ice_overrides_and_restores_aioice():
+    original = aioice.ice.get_host_addresses
+    restore = configure_ice(["127.0.0.1", "::1"])
+    try:
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["127.0.0.1"]
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["127.0.0.1", "::1"]
+    finally:
+        restore()
+    assert aioice.ice.get_host_addresses is original
+    with pytest.raises(ValueError):
+        configure_ice(["not-an-ip"])

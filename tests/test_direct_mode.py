@@ -204,6 +204,11 @@ async def test_one_turn_over_webrtc(engine, vad, speech, tmp_path):
         assert turn["voice_to_voice_ms"] is not None and turn["voice_to_voice_ms"] > 0
         async with http.get(f"{server.base}/healthz") as health:
             assert (await health.json())["peers"] == 1
+        async with http.get(f"{server.base}/metrics") as scrape:  # what Prometheus sees of this turn
+            metrics = await scrape.text()
+        assert "agent_turns_total 1.0" in metrics
+        assert 'agent_turn_stage_ms_count{stage="voice_to_voice"} 1.0' in metrics
+        assert "agent_active_sessions 1.0" in metrics and "agent_engine_load" in metrics
         async with http.delete(f"{server.base}/api/peer/{client.answer['peer_id']}",
                                headers={"Authorization": f"Bearer {token()}"}) as bye:
             assert bye.status == 204

@@ -24,6 +24,7 @@ from tts_engine import TTSEngine
 
 from ..audio_output import PacedAudioOutput
 from ..config import AgentConfig
+from ..metrics import AgentMetrics
 from ..pipeline import VoicePipeline
 from .config import DirectServerConfig
 from .events import EventChannel
@@ -38,7 +39,7 @@ _WATCH_INTERVAL_S = 0.5
 class DirectPeer:
     def __init__(self, peer_id: str, *, engine: TTSEngine, vad: lk_vad.VAD, agent_cfg: AgentConfig,
                  cfg: DirectServerConfig, session_id: str, identity: str,
-                 on_closed: Callable[[DirectPeer], None] | None = None) -> None:
+                 on_closed: Callable[[DirectPeer], None] | None = None, metrics: AgentMetrics | None = None) -> None:
         self.peer_id = peer_id
         self.identity = identity
         self.cfg = cfg
@@ -50,7 +51,12 @@ class DirectPeer:
                                        label=f"PacedAudioOutput[{peer_id}]")
         self.output.add_playback_listener(self._on_playback)
         self.events = EventChannel(on_bye=lambda: self.close_soon("bye"))
-        self.pipeline = VoicePipeline(engine, agent_cfg, vad, session_id=session_id, on_event=self.events.send)
+        # every event goes to the page; the metrics see it on the way (a metrics failure never drops one)
+        self.metrics = metrics
+        on_event = metrics.observer(session_id, then=self.events.send) if metrics is not None else self.events.send
+        if metrics is not None:
+            metrics.session_started(session_id)
+        self.pipeline = VoicePipeline(engine, agent_cfg, vad, session_id=session_id, on_event=on_event)
         self.audio_in: WebRTCAudioInput | None = None
         self._test_voice = engine.is_test_voice  # random weights: the page warns that the voice is noise
         self.created_at = time.monotonic()
@@ -188,6 +194,8 @@ class DirectPeer:
         self.track.stop()
         await _step(self.peer_id, "peer connection", self.pc.close())
         log.info("peer %s closed", self.peer_id)
+        if self.metrics is not None:
+            self.metrics.session_ended(self.session_id)
         if self._on_closed is not None:
             self._on_closed(self)
 

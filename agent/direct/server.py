@@ -20,6 +20,7 @@ from token_server.tokens import TokenRejected, verify_token
 from tts_engine import TTSEngine
 
 from ..config import AgentConfig
+from ..metrics import AgentMetrics
 from .config import DirectServerConfig
 from .ice import configure_ice, filter_candidates
 from .peer import DirectPeer
@@ -52,6 +53,8 @@ class DirectServer:
         self.engine = engine
         self.vad = vad
         self.peers: dict[str, DirectPeer] = {}
+        self.metrics = AgentMetrics()  # GET /metrics: per-stage latency, sessions, engine load, underruns
+        self.metrics.register_engine(engine.stats, engine.load)
         self._keys = _KeyPair(cfg.api_key, cfg.api_secret)
         self._restore_ice: Callable[[], None] | None = None
 
@@ -89,7 +92,8 @@ class DirectServer:
         peer_id = secrets.token_hex(8)
         room = claims["video"]["room"]
         peer = DirectPeer(peer_id, engine=self.engine, vad=self.vad, agent_cfg=self.agent_cfg, cfg=self.cfg,
-                          session_id=f"{room}-{peer_id}", identity=claims["sub"], on_closed=self._forget)
+                          session_id=f"{room}-{peer_id}", identity=claims["sub"], on_closed=self._forget,
+                          metrics=self.metrics)
         self.peers[peer_id] = peer  # counted against max_peers while the answer is being made
         try:
             answer = await peer.accept(offer)
@@ -191,6 +195,7 @@ def make_app(cfg: DirectServerConfig, agent_cfg: AgentConfig, engine: TTSEngine,
     app.router.add_post("/api/offer", server.offer)
     app.router.add_delete("/api/peer/{peer_id}", server.delete_peer)
     app.router.add_get("/healthz", server.healthz)
+    server.metrics.add_routes(app)
     app.on_startup.append(server.on_startup)
     app.on_shutdown.append(server.on_shutdown)
     app.on_cleanup.append(server.on_cleanup)

@@ -23,7 +23,9 @@ def main() -> None:
         # help needs no configuration: show it with placeholders that are never used
         agent_cfg = AgentConfig(omni=OmniConfig(base_url="http://unset.invalid/v1"))
         engine_cfg = engine_config_from_env({"TTS_RANDOM_WEIGHTS": "0.6b"})
-    server = make_server(SharedResources(agent_cfg, engine_cfg), agent_name=os.environ.get("AGENT_NAME", ""))
+    metrics_port = os.environ.get("AGENT_METRICS_PORT")
+    server = make_server(SharedResources(agent_cfg, engine_cfg), agent_name=os.environ.get("AGENT_NAME", ""),
+                         metrics_port=int(metrics_port) if metrics_port else None)
     cli.run_app(server)
 
 

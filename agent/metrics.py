@@ -79,9 +79,12 @@ class _EngineCollector(Collector):
 
 
 class AgentMetrics:
-    def __init__(self, prefix: str = "agent", buckets_ms: tuple[float, ...] = LATENCY_BUCKETS_MS) -> None:
+    def __init__(self, prefix: str = "agent", buckets_ms: tuple[float, ...] = LATENCY_BUCKETS_MS,
+                 registry: CollectorRegistry | None = None) -> None:
         self.prefix = prefix
-        self.registry = CollectorRegistry()
+        # own registry by default (tests, several instances); the LiveKit worker passes the global one,
+        # which livekit's own metrics server (prometheus_port) exposes
+        self.registry = registry if registry is not None else CollectorRegistry()
         r, p = self.registry, prefix
         self.stage_ms = Histogram(f"{p}_turn_stage_ms", "Per-turn latency of one pipeline stage, milliseconds",
                                   ["stage"], buckets=buckets_ms, registry=r)

@@ -13,14 +13,17 @@ import asyncio
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
+import prometheus_client
 from livekit.agents import AgentServer, JobContext, JobExecutorType
 from livekit.agents import vad as lk_vad
 
 from tts_engine import EngineConfig, TTSEngine
 
 from .config import AgentConfig
+from .metrics import AgentMetrics
 from .pipeline import VoicePipeline, load_vad
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,10 @@ class SharedResources:
                 self._vad = load_vad(self.agent_cfg)
             return self._vad
 
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
     def load(self) -> float:
         """0..1 for dispatch: the share of TTS stream slots in use (0 before the engine exists)."""
         engine = self._engine
@@ -75,9 +82,13 @@ def _sent(pending: set[asyncio.Task]):
     return done
 
 
-def make_server(resources: SharedResources, agent_name: str = "") -> AgentServer:
+def make_server(resources: SharedResources, agent_name: str = "", metrics_port: int | None = None) -> AgentServer:
+    """metrics_port: serve Prometheus /metrics there (livekit's metrics server, global registry)."""
+    metrics = AgentMetrics(registry=prometheus_client.REGISTRY) if metrics_port is not None else None
+    if metrics is not None:
+        metrics.register_engine(lambda: resources.engine.stats() if resources.loaded else {}, resources.load)
     server = AgentServer(job_executor_type=JobExecutorType.THREAD, load_fnc=resources.load,
-                         setup_fnc=lambda proc: (resources.engine, resources.vad))
+                         setup_fnc=lambda proc: (resources.engine, resources.vad), prometheus_port=metrics_port)
 
     @server.rtc_session(agent_name=agent_name)
     async def entrypoint(ctx: JobContext) -> None:
@@ -93,8 +104,17 @@ def make_server(resources: SharedResources, agent_name: str = "") -> AgentServer
             sending.add(task)
             task.add_done_callback(_sent(sending))
 
+        session_id = f"{room.name}-{ctx.job.id}"
+        on_event: Callable[[str, dict[str, Any]], None] = publish
+        if metrics is not None:
+            on_event = metrics.observer(session_id, then=publish)
+            metrics.session_started(session_id)
+
+            async def session_over() -> None:
+                metrics.session_ended(session_id)
+            ctx.add_shutdown_callback(session_over)
         pipeline = VoicePipeline(resources.engine, resources.agent_cfg, resources.vad,
-                                 session_id=f"{room.name}-{ctx.job.id}", on_event=publish)
+                                 session_id=session_id, on_event=on_event)
         ctx.add_shutdown_callback(pipeline.aclose)
         await pipeline.start(room=room)
 

@@ -59,3 +59,18 @@ def test_cli_help_needs_no_configuration_and_start_fails_fast_without_it():
     start_run = subprocess.run([sys.executable, "-m", "agent", "start"], capture_output=True, text=True, timeout=120,
                                env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert start_run.returncode != 0 and "OMNI_BASE_URL is not set" in start_run.stderr
+
+
+def test_worker_metrics_go_to_the_registry_livekit_serves(tiny_checkpoint):
+    import prometheus_client
+
+    agent_cfg = AgentConfig.from_env({"OMNI_BASE_URL": "http://127.0.0.1:9/v1"})
+    resources = SharedResources(agent_cfg, EngineConfig(model=tiny_checkpoint, max_streams=2))
+    try:
+        server = make_server(resources, metrics_port=0)
+        assert server._prometheus_port == 0
+        text = prometheus_client.generate_latest().decode()  # what livekit's /metrics returns
+        assert "agent_turns_total" in text and "agent_active_sessions" in text
+        assert "agent_engine_load 0.0" in text  # the engine is not loaded yet: zero load, no crash
+    finally:
+        resources.close()

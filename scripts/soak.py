@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Soak test: talk to the RUNNING system as a real client and check that it holds up.
+
+    .venv/bin/python scripts/soak.py --turns 10 --json soak.json [--png soak.png] [--base http://127.0.0.1:8080]
+
+Gets a token from the token server and, in direct mode, connects to the agent's offer URL as an
+aiortc WebRTC client with the "agent-events" data channel (what the page does). It speaks N
+utterances (espeak-ng, several voices and speeds, made up front) as its microphone in real time,
+each after the previous reply finished, and barges in on every 5th turn (starts speaking ~0.8 s
+after the agent started its reply). It collects every "turn" trace record and checks:
+  - every utterance became a completed turn; 0 errors (error events, turns with an error, timeouts);
+  - every turn's trace has all required keys and non-negative durations;
+  - after hanging up, the agent's /healthz shows 0 peers and 0 active engine streams (no leak);
+  - no service started by scripts/start_all.sh (pid files in RUN_DIR, default run/) died or grew
+    its memory (RSS, and GPU memory with nvidia-smi) by more than --max-growth-mb.
+Writes a JSON report (--json) and a latency plot (--png, default: next to the JSON), prints a
+summary; exit 0 only when every check passed. LiveKit mode: not implemented yet (exit 2 says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+
+from soak_report import (  # noqa: E402
+    chosen_value,
+    format_summary,
+    latency_summary,
+    memory_growth,
+    sample_memory,
+    service_pids,
+    trace_problems,
+    write_png,
+)
+
+if TYPE_CHECKING:  # the client pulls in the agent package (torch): imported when a soak runs, not for --help
+    from soak_client import DirectClient, Utterance
+
+BARGE_IN_EVERY = 5
+BARGE_IN_AFTER_S = 0.8  # after the agent starts speaking
+NOT_IMPLEMENTED = 2  # exit status for LiveKit mode (1 is a failed soak)
+
+
+class Soak:
+    """One call of N turns; collects what went wrong in `failures` instead of stopping at the first."""
+
+    def __init__(self, client: DirectClient, utterances: list[Utterance], turn_timeout_s: float,
+                 max_reply_s: float, seed: int) -> None:
+        self.client = client
+        self.utterances = utterances
+        self.turn_timeout_s = turn_timeout_s
+        self.max_reply_s = max_reply_s
+        self.rng = random.Random(seed)
+        self.failures: list[str] = []
+        self.timeouts = 0
+        self.barge_ins_attempted = 0
+        self.barge_ins_missed = 0  # the reply ended before our barge-in: nothing to interrupt
+        self.client_v2v_ms: list[float] = []
+
+    def turns(self) -> list[dict[str, Any]]:
+        return [m.data for m in self.client.of_type("turn")]
+
+    async def run(self) -> None:
+        c = self.client
+        if not await c.wait_for(lambda: c.agent_state() == "listening", self.turn_timeout_s):
+            self._timeout("the session never reached 'listening' after connecting")
+            return
+        barging = False  # this utterance talks over the reply to the previous one
+        for i, utt in enumerate(self.utterances, start=1):
+            if barging:
+                self.barge_ins_attempted += 1
+                if c.agent_state() != "speaking":
+                    self.barge_ins_missed += 1
+            else:
+                await asyncio.sleep(self.rng.uniform(0.4, 1.2))  # a person's pause between turns
+            mark = len(c.messages)
+            ends_at = c.say(utt)
+            barging = i < len(self.utterances) and (i + 1) % BARGE_IN_EVERY == 0
+            if barging:
+                barging = await self._reply_started(i, utt, mark)
+                if barging:
+                    self._client_v2v(ends_at)
+                    await asyncio.sleep(BARGE_IN_AFTER_S)
+            elif await self._reply_finished(i, utt):
+                self._client_v2v(ends_at)
+
+    async def _reply_started(self, i: int, utt: Utterance, mark: int) -> bool:
+        """Wait until the agent speaks its reply to utterance i (messages after index `mark`)."""
+        c = self.client
+
+        def speaking() -> bool:
+            return bool(c.of_type("agent_state", mark)) and c.agent_state() == "speaking"
+
+        if await c.wait_for(speaking, utt.seconds + self.turn_timeout_s):
+            return True
+        self._timeout(f"turn {i}: the agent never started speaking after {utt.text!r}")
+        return False
+
+    async def _reply_finished(self, i: int, utt: Utterance) -> bool:
+        """Wait until i turns are recorded and the agent listens again: the reply must start within
+        the turn timeout, and may then go on up to --max-reply (the test voice speaks noise up to the
+        engine's frame cap, minutes for a long reply: long, but not a failure)."""
+        c = self.client
+
+        def finished() -> bool:
+            return len(self.turns()) >= i and c.agent_state() == "listening"
+
+        def answering() -> bool:
+            return finished() or c.agent_state() == "speaking"
+
+        where = f"turn {i} ({utt.text!r}, voice {utt.voice}, speed {utt.speed})"
+        if not await c.wait_for(answering, utt.seconds + self.turn_timeout_s):
+            self._timeout(f"{where}: no reply within {self.turn_timeout_s:.0f} s; agent state {c.agent_state()}")
+            return False
+        if await c.wait_for(finished, self.max_reply_s):
+            return True
+        self._timeout(f"{where}: the reply did not end within {self.max_reply_s:.0f} s; "
+                      f"agent state {c.agent_state()}")
+        return False
+
+    def _client_v2v(self, spoken_until: float) -> None:
+        first = next((t for t in self.client.voiced_at if t > spoken_until), None)
+        if first is not None:
+            self.client_v2v_ms.append(round((first - spoken_until) * 1000, 1))
+
+    def _timeout(self, message: str) -> None:
+        self.timeouts += 1
+        self.failures.append(f"timeout: {message}")
+
+
+async def get_token(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    try:
+        async with http.post(f"{base}/api/token", json={"identity": f"soak-{os.getpid()}"}) as resp:
+            body = await resp.text()
+            if resp.status != 200:
+                raise SystemExit(f"soak: the token server at {base} answered HTTP {resp.status}: {body[:300]}")
+            return json.loads(body)
+    except aiohttp.ClientError as exc:
+        raise SystemExit(f"soak: cannot reach the token server at {base} ({exc}); start the system with "
+                         "`scripts/start_all.sh start` or pass --base") from None
+
+
+async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    from soak_client import DirectClient, leak_check, make_utterances, prepare_ice
+
+    run_dir = Path(args.run_dir)
+    pids = service_pids(run_dir)
+    with tempfile.TemporaryDirectory(prefix="soak-speech-") as tmp:
+        utterances = make_utterances(args.turns, Path(tmp))
+    # no keep-alive: a lingering server-side connection is not what the leak check is about
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                     timeout=aiohttp.ClientTimeout(total=30)) as http:
+        grant = await get_token(http, args.base.rstrip("/"))
+        if grant.get("mode") != "direct":
+            print(f"soak: the system runs in {grant.get('mode')} mode; the soak is not implemented for LiveKit "
+                  "mode yet (its client is the direct-mode WebRTC peer): run it against direct mode "
+                  "(start_all.sh without LIVEKIT_URL and without a livekit-server binary on PATH)", file=sys.stderr)
+            sys.exit(NOT_IMPLEMENTED)
+        offer_url = grant["url"]
+        mem_start = sample_memory(pids)
+        prepare_ice(offer_url)
+        client = DirectClient()
+        started = time.monotonic()
+        run = Soak(client, utterances, args.turn_timeout, args.max_reply, args.seed)
+        try:
+            await client.connect(http, offer_url, grant["token"])
+            await run.run()
+            await asyncio.sleep(0.5)  # the last turn's trailing events
+        except RuntimeError as exc:
+            run.failures.append(str(exc))
+        finally:
+            await client.hang_up(http, offer_url, grant["token"])
+        duration = time.monotonic() - started
+        leaks = await leak_check(http, offer_url, args.leak_timeout)
+    mem_end = sample_memory(pids)
+    return build_report(args, run, client, leaks, mem_start, mem_end, duration)
+
+
+def build_report(args: argparse.Namespace, run: Soak, client: DirectClient, leaks: dict[str, Any],
+                 mem_start: dict[str, Any], mem_end: dict[str, Any], duration: float) -> dict[str, Any]:
+    records = run.turns()
+    session_id = client.answer.get("session_id")
+    failures = list(run.failures)
+    error_events = [m.data.get("message") for m in client.of_type("error")]
+    failed_turns = [r for r in records if r.get("error") is not None]
+    failures += [f"error event: {msg}" for msg in error_events]
+    failures += [f"turn {r.get('turn_id')} failed: {r.get('error')}" for r in failed_turns]
+    problems = [p for r in records for p in trace_problems(r, session_id)]
+    failures += problems
+    completed = sum(1 for r in records if r.get("error") is None)
+    if completed < args.turns:
+        failures.append(f"only {completed} of {args.turns} turns completed")
+    interrupted = sum(1 for r in records if r.get("interrupted"))
+    expected_cuts = run.barge_ins_attempted - run.barge_ins_missed
+    if interrupted < expected_cuts:
+        failures.append(f"{expected_cuts} barge-in(s) talked over a speaking agent but only {interrupted} "
+                        "turn(s) were interrupted")
+    failures += leaks["problems"]
+    growth, mem_failures = memory_growth(mem_start, mem_end, args.max_growth_mb)
+    failures += mem_failures
+    return {
+        "mode": "direct", "session_id": session_id, "turns_requested": args.turns,
+        # the agent's own word on its voice (the page shows a warning banner when true)
+        "test_voice": next((m.data.get("test_voice") for m in client.of_type("session")), None),
+        "turns_completed": completed, "turn_records": len(records),
+        "errors": len(error_events) + len(failed_turns) + run.timeouts,
+        "error_events": error_events, "timeouts": run.timeouts,
+        "traces_complete": not problems and len(records) >= args.turns, "trace_problems": problems,
+        "barge_ins": {"attempted": run.barge_ins_attempted, "missed_reply_already_over": run.barge_ins_missed,
+                      "interrupted_turns": interrupted},
+        "latency": latency_summary(records, run.client_v2v_ms),
+        "memory": growth, "leaks": leaks, "duration_s": round(duration, 1),
+        "utterances": [{"text": u.text, "voice": u.voice, "speed": u.speed, "seconds": round(u.seconds, 2)}
+                       for u in run.utterances],
+        "turns": records, "failures": failures, "passed": not failures,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--turns", type=int, default=10, help="utterances to speak (default 10)")
+    ap.add_argument("--json", metavar="OUT", required=True, help="write the JSON report here")
+    ap.add_argument("--png", metavar="OUT", help="latency plot (default: the JSON path with .png)")
+    ap.add_argument("--run-dir", default=os.environ.get("RUN_DIR") or str(ROOT / "run"),
+                    help="start_all.sh's run folder, for the services' pid files (default $RUN_DIR or run/)")
+    ap.add_argument("--base", help="the token server (default: the page URL start_all.sh recorded in the run "
+                    "folder, else http://127.0.0.1:$TOKEN_SERVER_PORT or :8080)")
+    ap.add_argument("--turn-timeout", type=float, default=60.0,
+                    help="seconds for a reply to start after the utterance (default 60)")
+    ap.add_argument("--max-reply", type=float, default=300.0,
+                    help="seconds a reply may last (default 300: above the engine's 240 s frame cap)")
+    ap.add_argument("--leak-timeout", type=float, default=15.0, help="seconds for the agent to drop the call")
+    ap.add_argument("--max-growth-mb", type=float, default=300.0, help="allowed memory growth per service")
+    ap.add_argument("--seed", type=int, default=0, help="pauses between turns are random with this seed")
+    args = ap.parse_args(argv)
+    if args.turns < 1:
+        ap.error("--turns must be >= 1")
+    args.base = (args.base or chosen_value(Path(args.run_dir), "PAGE_URL")
+                 or f"http://127.0.0.1:{os.environ.get('TOKEN_SERVER_PORT', '8080')}")
+    report = asyncio.run(soak(args))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    png = Path(args.png) if args.png else out.with_suffix(".png")
+    write_png(report["turns"], png)
+    print(format_summary(report), end="")
+    print(f"report: {out}  plot: {png}")
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,685 @@
+#!/usr/bin/env bash
+# The README's bring-up command: the whole system on this machine, in order, with health checks.
+#
+#   scripts/start_all.sh start | stop | restart | status | logs [service]
+#
+# start    creates .venv if missing (scripts/lib/ensure_venv.sh), chooses and prints the transport
+#          (LiveKit or direct WebRTC), the STT+LLM backend (an Omni endpoint or the CPU stand-ins)
+#          and the TTS checkpoint (a real Qwen3-TTS, or the tiny random-weight TEST voice), checks
+#          every port first, starts each service in its own process group and waits for its health
+#          check, then prints the URL to open. Idempotent: a healthy running system is left as is.
+# stop     ends only the processes this script started (their process groups, from the pid files):
+#          TERM, then KILL after STOP_TIMEOUT_S (10). Idempotent.
+# status   each service: pid alive + health; exit 0 only if all are healthy.
+# logs     follows run/logs/<service>.log (all of them without a service name).
+#
+# Run folder: $RUN_DIR (default run/ in the repo): pids/<service>.pid, logs/<service>.log,
+# chosen.env (what was chosen and why, and a generated direct-mode key pair; mode 0600).
+# Settings: the README's environment variables (OMNI_*, TTS_*, LIVEKIT_*, TOKEN_SERVER_PORT,
+# DIRECT_PORT, ...) plus, for what this script starts: OMNI_LOCAL_PORT (8091: vLLM-Omni or the
+# stand-ins' router), WHISPER_PORT (8092), LLM_PORT (8093), LIVEKIT_PORT (7880),
+# START_TIMEOUT_S (overrides every health-check timeout), STOP_TIMEOUT_S (10).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUN_DIR="${RUN_DIR:-$ROOT/run}"
+mkdir -p "$RUN_DIR"
+RUN_DIR="$(cd "$RUN_DIR" && pwd)"  # relative to the caller's directory, like TTS_MODEL below
+if [ -n "${TTS_MODEL:-}" ] && [ -d "$TTS_MODEL" ]; then
+  TTS_MODEL="$(cd "$TTS_MODEL" && pwd)"
+fi
+cd "$ROOT"
+PID_DIR="$RUN_DIR/pids"
+LOG_DIR="$RUN_DIR/logs"
+CHOSEN="$RUN_DIR/chosen.env"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+PROBE="$ROOT/scripts/lib/probe.py"
+BACKENDS="$ROOT/scripts/backends"
+BACKENDS_VENV="${BACKENDS_VENV:-$ROOT/.venv-backends}"  # as scripts/backends/install.sh reads it
+DEFAULT_TTS_HUB_ID="Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice"
+# start order; stop goes backwards
+SERVICE_ORDER=(livekit vllm_omni whisper llm omni_router agent token_server)
+STOP_TIMEOUT_S="${STOP_TIMEOUT_S:-10}"
+
+say() { printf '[start_all] %s\n' "$*"; }
+warn() { printf '[start_all] WARNING: %s\n' "$*" >&2; }
+
+# A start-time failure: what is missing and how to fix it; everything this run started is stopped.
+fail() {
+  printf '[start_all] ERROR: %s\n' "$1" >&2
+  [ $# -ge 2 ] && printf '[start_all]   fix: %s\n' "$2" >&2
+  exit 1
+}
+
+# ---- pid files and process groups ---------------------------------------------------------------
+
+# The kernel's start time of a pid (field 22 of /proc/PID/stat, counted after the "(comm)" field,
+# which may itself contain spaces): a recycled pid has another one.
+proc_start_time() {
+  local stat
+  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 1
+  stat="${stat##*) }"
+  # shellcheck disable=SC2086
+  set -- $stat
+  printf '%s' "${20}"
+}
+
+# Whether any live (non-zombie) process is in process group $1.
+group_alive() {
+  local pgid="$1" f stat rest
+  for f in /proc/[0-9]*/stat; do
+    { read -r stat < "$f"; } 2>/dev/null || continue  # a builtin: this loop runs often
+    rest="${stat##*) }"
+    # rest: state ppid pgrp ...
+    # shellcheck disable=SC2086
+    set -- $rest
+    if [ "${3:-}" = "$pgid" ] && [ "$1" != "Z" ] && [ "$1" != "X" ]; then
+      return 0
+    fi
+  done
+  return 1
+}
+
+pid_file() { printf '%s/%s.pid' "$PID_DIR" "$1"; }
+
+# Prints the recorded pid of a service if its process group is still ours and alive.
+#   - leader alive with the recorded start time: ours;
+#   - leader gone but its group still has members: ours (Linux never reuses a pid while a process
+#     group of that id exists);
+#   - leader alive with another start time: the pid was recycled, the group is not ours.
+service_pid() {
+  local file pid started now
+  file="$(pid_file "$1")"
+  [ -f "$file" ] || return 1
+  read -r pid started < "$file" || true
+  [[ "${pid:-}" =~ ^[0-9]+$ ]] || return 1
+  if now="$(proc_start_time "$pid")"; then
+    [ "$now" = "${started:-}" ] || return 1
+    printf '%s' "$pid"
+    return 0
+  fi
+  group_alive "$pid" || return 1
+  printf '%s' "$pid"
+}
+
+# stop_service NAME: TERM the group, wait, KILL after STOP_TIMEOUT_S, remove the pid file.
+stop_service() {
+  local name="$1" pid waited=0
+  local file
+  file="$(pid_file "$name")"
+  [ -f "$file" ] || return 0
+  if pid="$(service_pid "$name")"; then
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    while group_alive "$pid" && [ "$waited" -lt $((STOP_TIMEOUT_S * 10)) ]; do
+      sleep 0.1
+      waited=$((waited + 1))
+    done
+    if group_alive "$pid"; then
+      warn "$name (process group $pid) ignored TERM for ${STOP_TIMEOUT_S} s: sending KILL"
+      kill -KILL -- "-$pid" 2>/dev/null || true
+      waited=0
+      while group_alive "$pid" && [ "$waited" -lt 50 ]; do
+        sleep 0.1
+        waited=$((waited + 1))
+      done
+    fi
+    if group_alive "$pid"; then
+      warn "$name (process group $pid) is still there after KILL; pid file kept: run 'stop' again"
+      return 1
+    fi
+    say "stopped $name (pid $pid)"
+  else
+    say "$name: not running (stale pid file removed)"
+  fi
+  rm -f "$file"
+}
+
+stop_all() {
+  local i rc=0
+  for ((i = ${#SERVICE_ORDER[@]} - 1; i >= 0; i--)); do
+    stop_service "${SERVICE_ORDER[$i]}" || rc=1
+  done
+  return "$rc"
+}
+
+# ---- configuration memory -----------------------------------------------------------------------
+
+# chosen_get NAME: a value from chosen.env (read in a subshell: nothing leaks into this one).
+chosen_get() {
+  [ -f "$CHOSEN" ] || return 1
+  # shellcheck disable=SC1090
+  (set +u; source "$CHOSEN"; v="${!1:-}"; [ -n "$v" ] && printf '%s' "$v")
+}
+
+chosen_set() { printf '%s=%q\n' "$1" "$2" >> "$CHOSEN.new"; }
+
+# ---- probes ---------------------------------------------------------------------------------------
+
+http_ok() { "$PY" "$PROBE" http "$@"; }
+
+# check_port WHAT HOST PORT VAR: fail fast, naming the owner, when HOST:PORT cannot be bound.
+check_port() {
+  local what="$1" host="$2" port="$3" var="$4" owner fix
+  if ! owner="$("$PY" "$PROBE" port "$host" "$port")"; then
+    fix="stop that process, or give $what another port: $var=<free port> scripts/start_all.sh start"
+    [ -z "$var" ] && fix="stop that process (livekit-agents fixes this port)"
+    fail "port $port ($what) is in use by $owner" "$fix"
+  fi
+}
+
+# ---- starting a service ---------------------------------------------------------------------------
+
+STARTED_THIS_RUN=0
+
+# launch NAME CMD...: in its own session and process group (setsid), output to its log.
+launch() {
+  local name="$1"
+  shift
+  local log="$LOG_DIR/$name.log"
+  printf '\n===== %s: start_all starting %s =====\n' "$(date -Is)" "$name" >> "$log"
+  # not a process-group leader here (no job control in a script), so setsid execs in place and
+  # $! is the service's own pid = its process group id
+  setsid "$@" >> "$log" 2>&1 < /dev/null &
+  local pid=$!
+  local started=""
+  started="$(proc_start_time "$pid")" || true
+  printf '%s %s\n' "$pid" "$started" > "$(pid_file "$name")"
+  STARTED_THIS_RUN=1
+  say "started $name (pid $pid), log $log"
+}
+
+# wait_healthy NAME URL TIMEOUT_S FIX [BEARER]
+wait_healthy() {
+  local name="$1" url="$2" timeout="${START_TIMEOUT_S:-$3}" fix="$4" bearer="${5:-}"
+  local deadline=$((SECONDS + timeout)) last=""
+  local args=("$url" --timeout 2)
+  [ -n "$bearer" ] && args+=(--bearer "$bearer")
+  while :; do
+    if ! service_pid "$name" > /dev/null; then
+      printf '[start_all] ---- last lines of %s ----\n' "$LOG_DIR/$name.log" >&2
+      tail -n 25 "$LOG_DIR/$name.log" >&2 || true
+      fail "$name exited during start-up (log above: $LOG_DIR/$name.log)" "$fix"
+    fi
+    if last="$(http_ok "${args[@]}")"; then
+      say "$name is healthy ($url)"
+      return 0
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      printf '[start_all] ---- last lines of %s ----\n' "$LOG_DIR/$name.log" >&2
+      tail -n 25 "$LOG_DIR/$name.log" >&2 || true
+      fail "$name did not become healthy within ${timeout} s ($url: $last)" "$fix (or allow more time: START_TIMEOUT_S=600)"
+    fi
+    sleep 0.5
+  done
+}
+
+# ---- the choices ----------------------------------------------------------------------------------
+
+choose_transport() {
+  local have_key=0 have_secret=0
+  [ -n "${LIVEKIT_API_KEY:-}" ] && have_key=1
+  [ -n "${LIVEKIT_API_SECRET:-}" ] && have_secret=1
+  if [ "$have_key" != "$have_secret" ]; then
+    fail "only one of LIVEKIT_API_KEY / LIVEKIT_API_SECRET is set" \
+         "set both (the pair tokens are signed and verified with), or neither to have one generated (direct mode)"
+  fi
+  if [ -n "${LIVEKIT_URL:-}" ]; then
+    if [ -z "${LIVEKIT_API_KEY:-}" ] || [ -z "${LIVEKIT_API_SECRET:-}" ]; then
+      fail "LIVEKIT_URL is set ($LIVEKIT_URL) but LIVEKIT_API_KEY / LIVEKIT_API_SECRET are not" \
+           "export the key pair your LiveKit server verifies tokens with (livekit-server --dev: devkey / secret), or unset LIVEKIT_URL for direct mode"
+    fi
+    MODE=livekit START_LIVEKIT=0 KEYS_FROM=environment
+    MODE_WHY="LIVEKIT_URL is set ($LIVEKIT_URL)"
+  elif command -v livekit-server > /dev/null 2>&1; then
+    MODE=livekit START_LIVEKIT=1
+    LIVEKIT_URL="ws://127.0.0.1:${LIVEKIT_PORT:-7880}"
+    if [ -n "${LIVEKIT_API_KEY:-}" ] && [ -n "${LIVEKIT_API_SECRET:-}" ]; then
+      KEYS_FROM=environment
+    else
+      LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET=secret KEYS_FROM="livekit-server --dev defaults"
+    fi
+    MODE_WHY="no LIVEKIT_URL, but $(command -v livekit-server) is on PATH: starting it in dev mode at $LIVEKIT_URL"
+  else
+    MODE=direct START_LIVEKIT=0
+    MODE_WHY="no LIVEKIT_URL and no livekit-server binary on PATH: the page talks WebRTC straight to the agent"
+    if [ -n "${LIVEKIT_API_KEY:-}" ] && [ -n "${LIVEKIT_API_SECRET:-}" ]; then
+      KEYS_FROM=environment
+    elif [ -n "$(chosen_get GENERATED_API_KEY || true)" ]; then
+      LIVEKIT_API_KEY="$(chosen_get GENERATED_API_KEY)"
+      LIVEKIT_API_SECRET="$(chosen_get GENERATED_API_SECRET)"
+      KEYS_FROM="generated earlier, reused from $CHOSEN"
+    else
+      LIVEKIT_API_KEY="dev-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+      LIVEKIT_API_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+      KEYS_FROM="generated now, kept in $CHOSEN (mode 0600)"
+    fi
+  fi
+  say "transport: $MODE - $MODE_WHY"
+  say "token key pair: key $LIVEKIT_API_KEY, $KEYS_FROM"
+}
+
+gpu_present() { command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; }
+
+vllm_omni_installed() {
+  local vllm py
+  vllm="$(command -v vllm 2>/dev/null)" || return 1
+  py="$(head -n 1 "$vllm" | sed -n 's/^#!\s*//p' | cut -d' ' -f1)"
+  [ -x "$py" ] || return 1
+  "$py" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("vllm_omni") is None)' 2>/dev/null
+}
+
+choose_omni() {
+  OMNI_LOCAL_PORT="${OMNI_LOCAL_PORT:-8091}"
+  if [ -n "${OMNI_BASE_URL:-}" ]; then
+    OMNI_SOURCE=external
+    OMNI_WHY="OMNI_BASE_URL is set"
+  elif gpu_present && vllm_omni_installed; then
+    OMNI_SOURCE=vllm-omni
+    OMNI_BASE_URL="http://127.0.0.1:$OMNI_LOCAL_PORT/v1"
+    OMNI_WHY="vLLM-Omni is installed and a GPU is present: starting $(printf '%s' "${OMNI_MODEL:-Qwen/Qwen3-Omni-30B-A3B-Instruct}") on port $OMNI_LOCAL_PORT"
+  else
+    OMNI_SOURCE=cpu-standins
+    OMNI_BASE_URL="http://127.0.0.1:$OMNI_LOCAL_PORT/v1"
+    # what the stand-ins' router serves: Whisper base transcriptions, SmolLM2 via llama.cpp (plain
+    # string content, no modalities field)
+    OMNI_STT_STYLE=transcriptions OMNI_MODEL=smollm2-135m OMNI_STT_MODEL=whisper-base
+    OMNI_PLAIN_STRING_CONTENT=1 OMNI_SEND_MODALITIES=0
+    local why="no OMNI_BASE_URL"
+    gpu_present || why="$why and no GPU"
+    gpu_present && why="$why and vLLM-Omni is not installed"
+    OMNI_WHY="$why: starting the CPU stand-ins (Whisper base + SmolLM2-135M behind one OpenAI-compatible router at $OMNI_BASE_URL)"
+  fi
+  say "STT + LLM: $OMNI_SOURCE - $OMNI_WHY"
+}
+
+check_external_omni() {
+  local answer
+  if answer="$(http_ok "${OMNI_BASE_URL%/}/models" --timeout 5 --bearer "${OMNI_API_KEY:-EMPTY}")"; then
+    say "Omni endpoint $OMNI_BASE_URL answers (GET /models: $answer)"
+    return 0
+  fi
+  case "$answer" in
+    "HTTP 401" | "HTTP 403")
+      fail "the Omni endpoint OMNI_BASE_URL=$OMNI_BASE_URL refused our key (GET /models: $answer)" \
+           "set OMNI_API_KEY to the server's API key" ;;
+    "HTTP 404")
+      warn "OMNI_BASE_URL=$OMNI_BASE_URL has no /models (HTTP 404): it answers, so going on; check the URL ends in /v1" ;;
+    *)
+      fail "the Omni endpoint OMNI_BASE_URL=$OMNI_BASE_URL is not reachable (GET /models: $answer)" \
+           "start the server there (e.g. vllm serve Qwen/Qwen3-Omni-30B-A3B-Instruct --omni --port 8091), fix the URL, or unset OMNI_BASE_URL to use the CPU stand-ins" ;;
+  esac
+}
+
+choose_tts() {
+  TTS_TEST_VOICE=0 BUILD_TINY=0
+  AGENT_TIMEOUT_S=300
+  if [ -z "${TTS_DEVICE:-}" ] && gpu_present; then
+    TTS_DEVICE=cuda
+    say "TTS device: cuda (a GPU is present; TTS_DEVICE=cpu to keep it on the CPU)"
+  fi
+  if [ -n "${TTS_MODEL:-}" ]; then
+    if [ -d "$TTS_MODEL" ]; then
+      [ -f "$TTS_MODEL/config.json" ] || fail "TTS_MODEL=$TTS_MODEL is a folder without config.json: not a Qwen3-TTS checkpoint" \
+        "point TTS_MODEL at a downloaded Qwen3-TTS-12Hz CustomVoice folder (huggingface-cli download $DEFAULT_TTS_HUB_ID --local-dir DIR)"
+      TTS_SOURCE="checkpoint folder $TTS_MODEL (TTS_MODEL)"
+      [ -f "$TTS_MODEL/TINY_TEST_CHECKPOINT" ] && TTS_TEST_VOICE=1
+    elif [[ "$TTS_MODEL" == /* || "$TTS_MODEL" == .* || "$TTS_MODEL" == \~* ]]; then
+      fail "TTS_MODEL=$TTS_MODEL: no such checkpoint folder" \
+           "download one (huggingface-cli download $DEFAULT_TTS_HUB_ID --local-dir DIR) and set TTS_MODEL=DIR, or unset TTS_MODEL to run the tiny TEST voice"
+    elif [[ "$TTS_MODEL" =~ ^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$ ]]; then
+      local hub
+      hub="$("$PY" "$PROBE" hub "$TTS_MODEL")" || fail "TTS_MODEL=$TTS_MODEL is no folder here, and as a hub id it cannot be loaded: $hub" \
+        "give the checkpoint folder's path, or download the hub id where there is network (huggingface-cli download $TTS_MODEL --local-dir DIR), copy DIR here and set TTS_MODEL=DIR"
+      TTS_SOURCE="hub id $TTS_MODEL (TTS_MODEL; $hub)"
+      [ "$hub" = reachable ] && AGENT_TIMEOUT_S=1800  # the agent downloads it before it answers
+    else
+      fail "TTS_MODEL=$TTS_MODEL is neither an existing folder nor a hub id (owner/name)" \
+           "set TTS_MODEL to a checkpoint folder or e.g. $DEFAULT_TTS_HUB_ID"
+    fi
+  elif [ -n "${TTS_RANDOM_WEIGHTS:-}" ]; then
+    TTS_SOURCE="random weights $TTS_RANDOM_WEIGHTS (TTS_RANDOM_WEIGHTS)"
+    TTS_TEST_VOICE=1
+  else
+    local hub
+    if hub="$("$PY" "$PROBE" hub "$DEFAULT_TTS_HUB_ID")"; then
+      TTS_MODEL="$DEFAULT_TTS_HUB_ID"
+      TTS_SOURCE="hub id $TTS_MODEL (TTS_MODEL unset; $hub)"
+      [ "$hub" = reachable ] && AGENT_TIMEOUT_S=1800
+    else
+      TTS_MODEL="$RUN_DIR/tiny-checkpoint"
+      TTS_SOURCE="the tiny random-weight TEST checkpoint $TTS_MODEL (TTS_MODEL unset and $DEFAULT_TTS_HUB_ID $hub)"
+      TTS_TEST_VOICE=1
+      BUILD_TINY=1  # after the fail-fast checks: it takes seconds
+    fi
+  fi
+  say "TTS: $TTS_SOURCE"
+  if [ "$TTS_TEST_VOICE" = 1 ]; then
+    test_voice_banner >&2
+  fi
+}
+
+# Reply length for the stand-ins' small LLM, unless LLM_MAX_TOKENS is set: it rambles, and the test
+# voice speaks noise for ~0.4 s per character of a reply (up to the engine's frame cap).
+choose_reply_length() {
+  [ "$OMNI_SOURCE" = cpu-standins ] && [ -z "${LLM_MAX_TOKENS:-}" ] || return 0
+  if [ "$TTS_TEST_VOICE" = 1 ]; then
+    LLM_MAX_TOKENS=24
+    say "LLM_MAX_TOKENS=24: SmolLM2 rambles and the test voice speaks ~0.4 s per character; short replies keep turns short"
+  else
+    LLM_MAX_TOKENS=60
+    say "LLM_MAX_TOKENS=60: SmolLM2 rambles; short replies keep turns short"
+  fi
+}
+
+test_voice_banner() {
+  cat <<EOF
+[start_all] ############################################################################
+[start_all] WARNING: the TTS voice is a RANDOM-WEIGHT TEST VOICE: it speaks noise, not words.
+[start_all]   The page shows this warning too. For a real voice set TTS_MODEL to a Qwen3-TTS
+[start_all]   checkpoint folder (huggingface-cli download $DEFAULT_TTS_HUB_ID --local-dir DIR).
+[start_all] ############################################################################
+EOF
+}
+
+build_tiny_checkpoint() {
+  local dir="$RUN_DIR/tiny-checkpoint"
+  if [ -f "$dir/TINY_TEST_CHECKPOINT" ] && [ -f "$dir/config.json" ]; then
+    return 0
+  fi
+  say "building the tiny TEST checkpoint into $dir (once, a few seconds)"
+  rm -rf "$dir.tmp"
+  if ! "$PY" -m tts_engine.tiny_checkpoint "$dir.tmp" >> "$LOG_DIR/tiny-checkpoint.log" 2>&1; then
+    tail -n 20 "$LOG_DIR/tiny-checkpoint.log" >&2 || true
+    fail "building the tiny checkpoint failed (log above: $LOG_DIR/tiny-checkpoint.log)" \
+         "check that $VENV is complete (rm -rf $VENV and start again), or set TTS_MODEL to a real checkpoint"
+  fi
+  rm -rf "$dir"
+  mv "$dir.tmp" "$dir"
+}
+
+# ---- the services ---------------------------------------------------------------------------------
+
+start_livekit() {
+  local port="${LIVEKIT_PORT:-7880}"
+  local args=(--dev --bind 127.0.0.1)
+  [ "$port" != 7880 ] && args+=(--config-body "port: $port")
+  [ "$KEYS_FROM" = environment ] && args+=(--keys "$LIVEKIT_API_KEY: $LIVEKIT_API_SECRET")
+  launch livekit livekit-server "${args[@]}"
+  wait_healthy livekit "http://127.0.0.1:$port/" 60 "see the log; another LiveKit may hold its ports (7880-7882, UDP 50000+): LIVEKIT_PORT=<port>"
+}
+
+check_external_livekit() {
+  local http_url="${LIVEKIT_URL/#ws:/http:}"
+  http_url="${http_url/#wss:/https:}"
+  local answer
+  answer="$(http_ok "${http_url%/}/" --timeout 5)" || fail "the LiveKit server LIVEKIT_URL=$LIVEKIT_URL is not reachable ($answer)" \
+    "start it (livekit-server --dev) or fix LIVEKIT_URL; unset LIVEKIT_URL for direct mode (no LiveKit server needed)"
+}
+
+start_vllm_omni() {
+  launch vllm_omni vllm serve "${OMNI_MODEL:-Qwen/Qwen3-Omni-30B-A3B-Instruct}" --omni --host 127.0.0.1 --port "$OMNI_LOCAL_PORT"
+  wait_healthy vllm_omni "$OMNI_BASE_URL/models" 1800 "see the log: the model must fit the GPU (an AWQ build needs less) and be downloadable or cached"
+}
+
+start_cpu_standins() {
+  local missing=()
+  for f in install.sh whisper_server.py run_llm.sh omni_router.py; do
+    [ -f "$BACKENDS/$f" ] || missing+=("$f")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    fail "the CPU stand-ins are not in this checkout (missing scripts/backends/${missing[*]})" \
+         "set OMNI_BASE_URL to a running Omni server (e.g. vLLM-Omni: http://HOST:8091/v1), or update the checkout"
+  fi
+  say "installing the CPU stand-ins if missing (scripts/backends/install.sh -> $BACKENDS_VENV; the first time builds llama.cpp: 5-8 minutes)"
+  if ! bash "$BACKENDS/install.sh" >> "$LOG_DIR/backends-install.log" 2>&1; then
+    tail -n 25 "$LOG_DIR/backends-install.log" >&2 || true
+    fail "installing the CPU stand-ins failed (log above: $LOG_DIR/backends-install.log)" \
+         "fix what the log names (network, a compiler: apt-get install build-essential cmake), or set OMNI_BASE_URL to an Omni server"
+  fi
+  local bpy="$BACKENDS_VENV/bin/python"
+  launch whisper "$bpy" "$BACKENDS/whisper_server.py" --host 127.0.0.1 --port "$WHISPER_PORT"
+  launch llm bash "$BACKENDS/run_llm.sh" --host 127.0.0.1 --port "$LLM_PORT"
+  wait_healthy whisper "http://127.0.0.1:$WHISPER_PORT/health" 180 "see the log; rerun scripts/backends/install.sh"
+  wait_healthy llm "http://127.0.0.1:$LLM_PORT/v1/models" 180 "see the log; rerun scripts/backends/install.sh"
+  launch omni_router "$bpy" "$BACKENDS/omni_router.py" --host 127.0.0.1 --port "$OMNI_LOCAL_PORT" \
+    --stt "http://127.0.0.1:$WHISPER_PORT" --llm "http://127.0.0.1:$LLM_PORT"
+  # the router's /health answers 200 only when both upstreams do
+  wait_healthy omni_router "http://127.0.0.1:$OMNI_LOCAL_PORT/health" 60 "see the log"
+}
+
+# The environment every Python service gets: the choices on top of the caller's environment.
+service_env() {
+  SERVICE_ENV=(
+    "LIVEKIT_API_KEY=$LIVEKIT_API_KEY" "LIVEKIT_API_SECRET=$LIVEKIT_API_SECRET"
+    "OMNI_BASE_URL=$OMNI_BASE_URL" "TTS_MODEL=${TTS_MODEL:-}"
+    "TOKEN_SERVER_HOST=$TOKEN_SERVER_HOST" "TOKEN_SERVER_PORT=$TOKEN_SERVER_PORT"
+    "DIRECT_HOST=$DIRECT_HOST" "DIRECT_PORT=$DIRECT_PORT"
+    "DIRECT_ALLOWED_ORIGINS=$DIRECT_ALLOWED_ORIGINS" "AGENT_OFFER_URL=$AGENT_OFFER_URL"
+    "PYTHONUNBUFFERED=1"
+  )
+  local var
+  for var in OMNI_STT_STYLE OMNI_MODEL OMNI_STT_MODEL OMNI_PLAIN_STRING_CONTENT OMNI_SEND_MODALITIES \
+             LLM_MAX_TOKENS TTS_DEVICE LIVEKIT_URL; do
+    [ -n "${!var:-}" ] && SERVICE_ENV+=("$var=${!var}")
+  done
+  return 0
+}
+
+start_agent() {
+  service_env
+  [ "$TTS_TEST_VOICE" = 1 ] && test_voice_banner >> "$LOG_DIR/agent.log"
+  local fix="see the log; OMNI_* and TTS_* are described in the README's configuration table"
+  if [ "$MODE" = direct ]; then
+    launch agent env "${SERVICE_ENV[@]}" "$PY" -m agent.direct
+    wait_healthy agent "http://$(client_host "$DIRECT_HOST"):$DIRECT_PORT/healthz" "$AGENT_TIMEOUT_S" "$fix"
+  else
+    launch agent env "${SERVICE_ENV[@]}" "$PY" -m agent start
+    # livekit's worker serves its health check on 8081 in production mode ("OK" once registered)
+    wait_healthy agent "http://127.0.0.1:8081/" "$AGENT_TIMEOUT_S" "$fix; the worker must reach LIVEKIT_URL=$LIVEKIT_URL"
+  fi
+}
+
+start_token_server() {
+  service_env
+  launch token_server env "${SERVICE_ENV[@]}" "$PY" -m token_server
+  wait_healthy token_server "http://$(client_host "$TOKEN_SERVER_HOST"):$TOKEN_SERVER_PORT/healthz" 60 \
+    "see the log; TOKEN_SERVER_* and WEB_DIR are in the README's configuration table"
+}
+
+# An address clients on this machine use for a bind address.
+client_host() { if [ "$1" = 0.0.0.0 ] || [ "$1" = "::" ]; then printf '127.0.0.1'; else printf '%s' "$1"; fi; }
+
+write_chosen() {
+  local old_umask
+  old_umask="$(umask)"
+  umask 077
+  rm -f "$CHOSEN.new"
+  printf '# written by scripts/start_all.sh start on %s; read by status, stop and scripts/soak.py\n' "$(date -Is)" > "$CHOSEN.new"
+  chosen_set MODE "$MODE"
+  chosen_set MODE_WHY "$MODE_WHY"
+  chosen_set OMNI_SOURCE "$OMNI_SOURCE"
+  chosen_set OMNI_WHY "$OMNI_WHY"
+  chosen_set OMNI_BASE_URL "$OMNI_BASE_URL"
+  chosen_set TTS_SOURCE "$TTS_SOURCE"
+  chosen_set TTS_MODEL "${TTS_MODEL:-}"
+  chosen_set TTS_TEST_VOICE "$TTS_TEST_VOICE"
+  chosen_set LIVEKIT_URL "${LIVEKIT_URL:-}"
+  chosen_set LIVEKIT_API_KEY "$LIVEKIT_API_KEY"
+  chosen_set KEYS_FROM "$KEYS_FROM"
+  if [[ "$KEYS_FROM" == generated* ]]; then
+    chosen_set GENERATED_API_KEY "$LIVEKIT_API_KEY"
+    chosen_set GENERATED_API_SECRET "$LIVEKIT_API_SECRET"
+  fi
+  chosen_set AGENT_TRACES_DIR "${AGENT_TRACES_DIR:-traces}"
+  chosen_set SERVICES "${SERVICES[*]}"
+  local name
+  for name in "${SERVICES[@]}"; do
+    chosen_set "HEALTH_$name" "${HEALTH[$name]}"
+  done
+  chosen_set EXTERNAL_OMNI "$([ "$OMNI_SOURCE" = external ] && printf '%s' "$OMNI_BASE_URL" || true)"
+  chosen_set PAGE_URL "$PAGE_URL"
+  mv "$CHOSEN.new" "$CHOSEN"
+  umask "$old_umask"
+}
+
+# ---- subcommands ------------------------------------------------------------------------------------
+
+cmd_start() {
+  mkdir -p "$PID_DIR" "$LOG_DIR"
+  if all_healthy quiet; then
+    say "already running and healthy (scripts/start_all.sh status for details; restart to apply changed settings)"
+    say "open $(chosen_get PAGE_URL)"
+    return 0
+  fi
+  if ls "$PID_DIR"/*.pid > /dev/null 2>&1; then
+    say "a previous run is partly up or unhealthy: stopping it first"
+    stop_all
+  fi
+  # from here on, a failure stops whatever this run started
+  trap 'rc=$?; if [ "$rc" -ne 0 ] && [ "$STARTED_THIS_RUN" = 1 ]; then echo "[start_all] start failed: stopping what was started" >&2; stop_all >&2 || true; fi' EXIT
+
+  ENSURE_VENV_TAG="[start_all]"
+  # shellcheck source=scripts/lib/ensure_venv.sh
+  source "$ROOT/scripts/lib/ensure_venv.sh"
+  ensure_venv "$VENV" || fail "the Python environment $VENV is not usable (message above)" "fix what it names, then run start again"
+
+  TOKEN_SERVER_HOST="${TOKEN_SERVER_HOST:-127.0.0.1}" TOKEN_SERVER_PORT="${TOKEN_SERVER_PORT:-8080}"
+  DIRECT_HOST="${DIRECT_HOST:-127.0.0.1}" DIRECT_PORT="${DIRECT_PORT:-8081}"
+  WHISPER_PORT="${WHISPER_PORT:-8092}" LLM_PORT="${LLM_PORT:-8093}"
+  local page_host
+  page_host="$(client_host "$TOKEN_SERVER_HOST")"
+  PAGE_URL="http://$page_host:$TOKEN_SERVER_PORT"
+  # the page is served by the token server; its origin must be allowed to send offers to the agent
+  DIRECT_ALLOWED_ORIGINS="${DIRECT_ALLOWED_ORIGINS:-http://127.0.0.1:$TOKEN_SERVER_PORT,http://localhost:$TOKEN_SERVER_PORT}"
+  if [ -z "${AGENT_OFFER_URL:-}" ] && [ "$DIRECT_HOST" != 127.0.0.1 ] && [ "$DIRECT_HOST" != localhost ]; then
+    warn "DIRECT_HOST=$DIRECT_HOST but AGENT_OFFER_URL is unset: pages on other machines need" \
+         "AGENT_OFFER_URL=http://<this machine's LAN address>:$DIRECT_PORT/api/offer (and DIRECT_ICE_HOSTS)"
+  fi
+  AGENT_OFFER_URL="${AGENT_OFFER_URL:-http://$(client_host "$DIRECT_HOST"):$DIRECT_PORT/api/offer}"
+
+  choose_transport
+  choose_omni
+  choose_tts
+  choose_reply_length
+  # fail fast: every port this run needs, before anything starts
+  check_port "the token server" "$TOKEN_SERVER_HOST" "$TOKEN_SERVER_PORT" TOKEN_SERVER_PORT
+  if [ "$MODE" = direct ]; then
+    check_port "the direct-mode agent" "$DIRECT_HOST" "$DIRECT_PORT" DIRECT_PORT
+  else
+    check_port "the LiveKit worker's health server" 0.0.0.0 8081 ""
+  fi
+  [ "$START_LIVEKIT" = 1 ] && check_port "livekit-server" 127.0.0.1 "${LIVEKIT_PORT:-7880}" LIVEKIT_PORT
+  if [ "$OMNI_SOURCE" = cpu-standins ]; then
+    check_port "the stand-ins' router" 127.0.0.1 "$OMNI_LOCAL_PORT" OMNI_LOCAL_PORT
+    check_port "the Whisper server" 127.0.0.1 "$WHISPER_PORT" WHISPER_PORT
+    check_port "the llama.cpp server" 127.0.0.1 "$LLM_PORT" LLM_PORT
+  elif [ "$OMNI_SOURCE" = vllm-omni ]; then
+    check_port "vLLM-Omni" 127.0.0.1 "$OMNI_LOCAL_PORT" OMNI_LOCAL_PORT
+  fi
+  [ "$MODE" = livekit ] && [ "$START_LIVEKIT" = 0 ] && check_external_livekit
+  [ "$OMNI_SOURCE" = external ] && check_external_omni
+  [ "$BUILD_TINY" = 1 ] && build_tiny_checkpoint
+
+  SERVICES=() && declare -gA HEALTH=()
+  if [ "$START_LIVEKIT" = 1 ]; then
+    SERVICES+=(livekit) && HEALTH[livekit]="http://127.0.0.1:${LIVEKIT_PORT:-7880}/"
+  fi
+  case "$OMNI_SOURCE" in
+    vllm-omni) SERVICES+=(vllm_omni) && HEALTH[vllm_omni]="$OMNI_BASE_URL/models" ;;
+    cpu-standins)
+      SERVICES+=(whisper llm omni_router)
+      HEALTH[whisper]="http://127.0.0.1:$WHISPER_PORT/health"
+      HEALTH[llm]="http://127.0.0.1:$LLM_PORT/v1/models"
+      HEALTH[omni_router]="http://127.0.0.1:$OMNI_LOCAL_PORT/health" ;;
+  esac
+  SERVICES+=(agent token_server)
+  if [ "$MODE" = direct ]; then
+    HEALTH[agent]="http://$(client_host "$DIRECT_HOST"):$DIRECT_PORT/healthz"
+  else
+    HEALTH[agent]="http://127.0.0.1:8081/"
+  fi
+  HEALTH[token_server]="$PAGE_URL/healthz"
+  write_chosen
+
+  [ "$START_LIVEKIT" = 1 ] && start_livekit
+  [ "$OMNI_SOURCE" = vllm-omni ] && start_vllm_omni
+  [ "$OMNI_SOURCE" = cpu-standins ] && start_cpu_standins
+  start_agent
+  start_token_server
+  trap - EXIT
+  say "all services are up: ${SERVICES[*]} (pids and logs in $RUN_DIR)"
+  [ "$TTS_TEST_VOICE" = 1 ] && warn "the voice is the random-weight TEST voice (see above)"
+  say "open $PAGE_URL"
+}
+
+# all_healthy [quiet]: status of every service chosen by the last start; 0 only if all are healthy.
+all_healthy() {
+  local quiet="${1:-}" services name pid url answer rc=0
+  services="$(chosen_get SERVICES)" || { [ -n "$quiet" ] || say "not started (no $CHOSEN)"; return 1; }
+  [ -x "$PY" ] || { [ -n "$quiet" ] || say "not started ($VENV missing)"; return 1; }
+  for name in $services; do
+    url="$(chosen_get "HEALTH_$name")"
+    if ! pid="$(service_pid "$name")"; then
+      [ -n "$quiet" ] || printf '%-14s %-8s %-10s %s\n' "$name" "-" "stopped" "$url"
+      rc=1
+      continue
+    fi
+    if answer="$(http_ok "$url" --timeout 3)"; then
+      [ -n "$quiet" ] || printf '%-14s %-8s %-10s %s\n' "$name" "$pid" "healthy" "$url"
+    else
+      [ -n "$quiet" ] || printf '%-14s %-8s %-10s %s (%s)\n' "$name" "$pid" "UNHEALTHY" "$url" "$answer"
+      rc=1
+    fi
+  done
+  local omni
+  omni="$(chosen_get EXTERNAL_OMNI || true)"
+  if [ -n "$omni" ]; then
+    if answer="$(http_ok "${omni%/}/models" --timeout 3 --bearer "${OMNI_API_KEY:-EMPTY}")"; then
+      [ -n "$quiet" ] || printf '%-14s %-8s %-10s %s\n' "omni (ext.)" "-" "reachable" "$omni"
+    else
+      [ -n "$quiet" ] || printf '%-14s %-8s %-10s %s (%s)\n' "omni (ext.)" "-" "UNREACHABLE" "$omni" "$answer"
+      rc=1
+    fi
+  fi
+  return "$rc"
+}
+
+cmd_status() {
+  printf '%-14s %-8s %-10s %s\n' SERVICE PID STATE HEALTH
+  local rc=0
+  all_healthy || rc=1
+  if [ -f "$CHOSEN" ]; then
+    say "mode $(chosen_get MODE); STT+LLM $(chosen_get OMNI_SOURCE); TTS $(chosen_get TTS_SOURCE)"
+    [ "$(chosen_get TTS_TEST_VOICE || true)" = 1 ] && warn "the voice is the random-weight TEST voice"
+    [ "$rc" = 0 ] && say "all healthy: open $(chosen_get PAGE_URL)"
+  fi
+  return "$rc"
+}
+
+cmd_logs() {
+  if [ $# -ge 1 ]; then
+    [ -f "$LOG_DIR/$1.log" ] || fail "no log for service '$1' in $LOG_DIR" \
+      "one of: $(cd "$LOG_DIR" 2>/dev/null && ls -- *.log 2>/dev/null | sed 's/\.log$//' | tr '\n' ' ')"
+    exec tail -n 100 -F "$LOG_DIR/$1.log"
+  fi
+  ls "$LOG_DIR"/*.log > /dev/null 2>&1 || fail "no logs in $LOG_DIR yet" "scripts/start_all.sh start"
+  exec tail -n 20 -F "$LOG_DIR"/*.log
+}
+
+main() {
+  local cmd="${1:-}"
+  [ $# -gt 0 ] && shift
+  case "$cmd" in
+    start) cmd_start ;;
+    stop) stop_all && say "stopped (nothing of this run is left)" ;;
+    restart) stop_all && cmd_start ;;
+    status) cmd_status ;;
+    logs) cmd_logs "$@" ;;
+    *)
+      echo "usage: scripts/start_all.sh start|stop|restart|status|logs [service]" >&2
+      exit 2 ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,201 @@
+"""scripts/start_all.sh for real: bad configuration fails fast with a clear message and leaves
+nothing behind; the full cycle start -> status -> restart -> 10-turn soak (scripts/soak.py over
+WebRTC) -> stop leaves no process of the run.
+
+Each test gets its own run folder (RUN_DIR) and free ports, so a developer's run/ is untouched.
+STT + LLM come from the fake Omni server, pointed at EXPLICITLY through OMNI_BASE_URL (start_all
+never chooses it), so these tests do not need the CPU stand-ins installed. HF_HUB_OFFLINE and an
+empty HF_HOME make the TTS choice the tiny test checkpoint even where a real one is cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from fake_omni import FakeOmni
+
+ROOT = Path(__file__).resolve().parents[1]
+START_ALL = ROOT / "scripts" / "start_all.sh"
+sys.path.insert(0, str(ROOT / "scripts"))
+from soak_client import SENTENCES  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.system]
+FAIL_FAST_S = 30  # a bad configuration must be reported well before any health-check timeout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FakeOmniThread:
+    """The fake Omni server on its own event loop in a background thread (the tests are sync)."""
+
+    def __init__(self) -> None:
+        sentences = itertools.cycle(SENTENCES)
+        # short replies: the tiny test voice speaks until its frame cap, ~3 s for two words
+        self.fake = FakeOmni(transcripts=lambda _wav: next(sentences), reply=lambda _m: "Sure thing.")
+        self.loop = asyncio.new_event_loop()
+        self.url = ""
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake-omni", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.url = self.loop.run_until_complete(self.fake.start())
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.fake.stop())
+
+    def __enter__(self) -> FakeOmniThread:
+        self._thread.start()
+        assert self._ready.wait(10), "the fake Omni server did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def fake_omni() -> Iterator[FakeOmniThread]:
+    with FakeOmniThread() as fake:
+        yield fake
+
+
+@pytest.fixture
+def run_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of one start_all run; whatever it started is stopped afterwards."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OMNI_", "TTS_", "LIVEKIT_", "DIRECT_", "TOKEN_SERVER_", "AGENT_"))}
+    env |= {"RUN_DIR": str(tmp_path / "run"), "TOKEN_SERVER_PORT": str(free_port()),
+            "DIRECT_PORT": str(free_port()), "AGENT_TRACES_DIR": str(tmp_path / "traces"),
+            "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home"), "STOP_TIMEOUT_S": "10"}
+    yield env
+    start_all("stop", env, timeout=60)
+
+
+def start_all(command: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(START_ALL), command], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def processes_of_run(run_dir: str) -> list[psutil.Process]:
+    """Every live process started by that run: they all inherit its RUN_DIR."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("RUN_DIR") == run_dir:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def assert_nothing_left(env: dict[str, str]) -> None:
+    pid_dir = Path(env["RUN_DIR"]) / "pids"
+    assert not list(pid_dir.glob("*.pid")), f"pid files left: {list(pid_dir.glob('*.pid'))}"
+    left = processes_of_run(env["RUN_DIR"])
+    assert not left, f"processes of the run left: {[(p.pid, p.cmdline()) for p in left]}"
+
+
+def assert_fails_fast(env: dict[str, str], *expected: str) -> str:
+    started = time.monotonic()
+    result = start_all("start", env, timeout=FAIL_FAST_S * 2)
+    elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert elapsed < FAIL_FAST_S, f"took {elapsed:.1f} s to fail:\n{output}"
+    assert "ERROR:" in output and "fix:" in output, output
+    for text in expected:
+        assert text in output, f"{text!r} not in:\n{output}"
+    assert_nothing_left(env)
+    return output
+
+
+def test_unreachable_omni_fails_fast(run_env):
+    run_env["OMNI_BASE_URL"] = "http://127.0.0.1:9/v1"
+    assert_fails_fast(run_env, "OMNI_BASE_URL=http://127.0.0.1:9/v1 is not reachable", "Connection refused")
+
+
+def test_missing_checkpoint_folder_fails_fast(run_env, fake_omni):
+    run_env |= {"OMNI_BASE_URL": fake_omni.url, "TTS_MODEL": "/no/such/folder"}
+    assert_fails_fast(run_env, "TTS_MODEL=/no/such/folder: no such checkpoint folder")
+
+
+def test_port_in_use_fails_fast(run_env, fake_omni):
+    run_env["OMNI_BASE_URL"] = fake_omni.url
+    port = int(run_env["TOKEN_SERVER_PORT"])
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        output = assert_fails_fast(run_env, f"port {port} (the token server) is in use by pid {os.getpid()}",
+                                   "TOKEN_SERVER_PORT=")
+    assert "] started " not in output  # the check comes before anything starts
+
+
+@pytest.mark.skipif(shutil.which("livekit-server") is not None,
+                    reason="a livekit-server on PATH makes start_all choose LiveKit mode; the soak drives direct mode")
+def test_start_status_soak_stop(run_env, fake_omni, tmp_path):
+    run_env["OMNI_BASE_URL"] = fake_omni.url
+    run_dir, page = Path(run_env["RUN_DIR"]), f"http://127.0.0.1:{run_env['TOKEN_SERVER_PORT']}"
+
+    started = start_all("start", run_env)
+    out = started.stdout + started.stderr
+    assert started.returncode == 0, out
+    assert "transport: direct" in out and "STT + LLM: external" in out, out
+    assert "RANDOM-WEIGHT TEST VOICE" in out, out  # the loud warning (the page shows it from test_voice)
+    assert f"open {page}" in out, out
+    assert stat.S_IMODE((run_dir / "chosen.env").stat().st_mode) == 0o600
+    pids = {f.stem: int(f.read_text().split()[0]) for f in (run_dir / "pids").glob("*.pid")}
+    assert set(pids) == {"agent", "token_server"}, pids
+
+    status = start_all("status", run_env, timeout=60)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.count(" healthy ") == 2, status.stdout
+
+    again = start_all("start", run_env, timeout=60)  # idempotent: a healthy system is left alone
+    assert again.returncode == 0 and "already running" in again.stdout, again.stdout + again.stderr
+    assert {f.stem: int(f.read_text().split()[0]) for f in (run_dir / "pids").glob("*.pid")} == pids
+
+    restarted = start_all("restart", run_env)
+    out = restarted.stdout + restarted.stderr
+    assert restarted.returncode == 0, out
+    assert "reused from" in out, out  # the generated key pair survives a restart
+    pids = {f.stem: int(f.read_text().split()[0]) for f in (run_dir / "pids").glob("*.pid")}
+
+    report_path = tmp_path / "soak.json"
+    soak = subprocess.run([sys.executable, str(ROOT / "scripts" / "soak.py"), "--turns", "10", "--json",
+                           str(report_path), "--base", page], env=run_env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=400)
+    assert soak.returncode == 0, soak.stdout + soak.stderr[-3000:]
+    assert "RESULT: PASS" in soak.stdout
+    report = json.loads(report_path.read_text())
+    assert report["turns_completed"] >= 10 and report["errors"] == 0 and report["traces_complete"], report["failures"]
+    assert report["barge_ins"]["attempted"] == 2 and not report["leaks"]["problems"]
+    assert report["test_voice"] is True  # what makes the page show its test-voice banner
+    assert set(report["memory"]) == {"agent", "token_server"}
+    assert report_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+    stopped = start_all("stop", run_env, timeout=60)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in pids.values()), pids
+    assert_nothing_left(run_env)
+    assert start_all("stop", run_env, timeout=60).returncode == 0  # idempotent
+    assert start_all("status", run_env, timeout=60).returncode != 0

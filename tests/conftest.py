@@ -9,6 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from livekit.plugins import silero  # noqa: E402  (plugins register on the main thread, at import)
 
 # Threads on a loaded 2-core box slow small ops 100x: every test runs single-threaded.
 torch.set_num_threads(1)
@@ -37,3 +38,21 @@ def greedy_engine(tiny_checkpoint):
                                     scheduler=SchedulerConfig(max_lead_s=None)))
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint):
+    """The agent tests' engine (one per test module): short replies, because the tiny model never
+    says EOS and the frame cap sets how long each reply plays."""
+    from tts_engine import EngineConfig, FrameCapConfig, SchedulerConfig, TTSEngine
+
+    cfg = EngineConfig(model=tiny_checkpoint, max_streams=8, scheduler=SchedulerConfig(max_lead_s=1.0),
+                       frame_cap=FrameCapConfig(base_frames=6, frames_per_text_token=2))
+    with TTSEngine(cfg) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def vad():
+    """Silero as the agent tests configure it: quick start and end of speech."""
+    return silero.VAD.load(min_speech_duration=0.05, min_silence_duration=0.3)

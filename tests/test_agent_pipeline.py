@@ -8,10 +8,8 @@ import socket
 import pytest
 import torch
 from fake_omni import FakeOmni
-from livekit.plugins import silero
 
 from agent.harness import Conversation, agent_config, scripted, speech_wav
-from tts_engine import EngineConfig, FrameCapConfig, SchedulerConfig, TTSEngine
 
 torch.set_num_threads(1)
 
@@ -22,18 +20,8 @@ DURATIONS = ["vad_to_stt_ms", "stt_ms", "llm_ttft_ms", "tts_ttfa_ms", "tts_first
              "cancel_to_silence_ms", "stt_to_llm_ms", "llm_to_tts_ms", "llm_total_ms"]
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_checkpoint):
-    # short replies: the tiny model never says EOS, so the frame cap sets how long each reply plays
-    cfg = EngineConfig(model=tiny_checkpoint, max_streams=8, frame_cap=FrameCapConfig(base_frames=6, frames_per_text_token=2),
-                       scheduler=SchedulerConfig(max_lead_s=1.0))
-    with TTSEngine(cfg) as e:
-        yield e
 
 
-@pytest.fixture(scope="module")
-def vad():
-    return silero.VAD.load(min_speech_duration=0.05, min_silence_duration=0.3)
 
 
 @pytest.fixture(scope="module")

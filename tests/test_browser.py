@@ -13,14 +13,12 @@ import pytest
 import torch
 from aiohttp import web
 from fake_omni import FakeOmni
-from livekit.plugins import silero
 
 from agent.direct.config import DirectServerConfig
 from agent.direct.server import make_app as make_direct_app
 from agent.harness import agent_config, scripted
 from token_server import TokenServerConfig
 from token_server import make_app as make_token_app
-from tts_engine import EngineConfig, FrameCapConfig, SchedulerConfig, TTSEngine
 
 torch.set_num_threads(1)
 pytestmark = [pytest.mark.browser,
@@ -53,17 +51,8 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, runner.addresses[0][1]
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_checkpoint):
-    cfg = EngineConfig(model=tiny_checkpoint, max_streams=6, frame_cap=FrameCapConfig(base_frames=6, frames_per_text_token=2),
-                       scheduler=SchedulerConfig(max_lead_s=1.0))
-    with TTSEngine(cfg) as e:
-        yield e
 
 
-@pytest.fixture(scope="module")
-def vad():
-    return silero.VAD.load(min_speech_duration=0.05, min_silence_duration=0.3)
 
 
 class System:

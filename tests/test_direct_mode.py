@@ -24,7 +24,6 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from fake_omni import FakeOmni
 from livekit import rtc
-from livekit.plugins import silero
 
 from agent.direct import SERVER_KEY, DirectServerConfig, make_app
 from agent.direct.ice import configure_ice, filter_candidates
@@ -32,7 +31,6 @@ from agent.direct.webrtc_io import OutgoingAudioTrack, WebRTCAudioInput
 from agent.harness import agent_config, speech_wav
 from token_server.config import TokenServerConfig
 from token_server.tokens import mint_token
-from tts_engine import EngineConfig, FrameCapConfig, SchedulerConfig, TTSEngine
 
 torch.set_num_threads(1)
 
@@ -41,17 +39,8 @@ LONG_REPLY = ("Let me tell you a long story about the sea, the wind and the old 
               "counted every wave that broke on the rocks below his window for forty years.")
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_checkpoint):
-    cfg = EngineConfig(model=tiny_checkpoint, max_streams=8, frame_cap=FrameCapConfig(base_frames=6, frames_per_text_token=2),
-                       scheduler=SchedulerConfig(max_lead_s=1.0))
-    with TTSEngine(cfg) as e:
-        yield e
 
 
-@pytest.fixture(scope="module")
-def vad():
-    return silero.VAD.load(min_speech_duration=0.05, min_silence_duration=0.3)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,11 @@ after the agent started its reply). It collects every "turn" trace record and ch
   - no service started by scripts/start_all.sh (pid files in RUN_DIR, default run/) died or grew
     its memory (RSS, and GPU memory with nvidia-smi) by more than --max-growth-mb.
 Writes a JSON report (--json) and a latency plot (--png, default: next to the JSON), prints a
-summary; exit 0 only when every check passed. LiveKit mode: not implemented yet (exit 2 says so).
+summary; exit 0 only when every check passed.
+
+LiveKit mode (the token server says which): the client is a LiveKit participant in the room instead
+(scripts/soak_livekit_client.py), and the leak check reads the worker's /metrics (0 active sessions,
+0 engine streams) instead of the direct agent's /healthz.
 """
 
 from __future__ import annotations
@@ -46,18 +50,20 @@ from soak_report import (  # noqa: E402
     write_png,
 )
 
-if TYPE_CHECKING:  # the client pulls in the agent package (torch): imported when a soak runs, not for --help
+if TYPE_CHECKING:  # the clients pull in the agent package (torch): imported when a soak runs, not for --help
     from soak_client import DirectClient, Utterance
+    from soak_livekit_client import LiveKitClient
+
+    SoakClient = DirectClient | LiveKitClient
 
 BARGE_IN_EVERY = 5
 BARGE_IN_AFTER_S = 0.8  # after the agent starts speaking
-NOT_IMPLEMENTED = 2  # exit status for LiveKit mode (1 is a failed soak)
 
 
 class Soak:
     """One call of N turns; collects what went wrong in `failures` instead of stopping at the first."""
 
-    def __init__(self, client: DirectClient, utterances: list[Utterance], turn_timeout_s: float,
+    def __init__(self, client: SoakClient, utterances: list[Utterance], turn_timeout_s: float,
                  max_reply_s: float, seed: int) -> None:
         self.client = client
         self.utterances = utterances
@@ -153,8 +159,22 @@ async def get_token(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
                          "`scripts/start_all.sh start` or pass --base") from None
 
 
+def make_client(mode: str | None, args: argparse.Namespace) -> SoakClient:
+    """The client for the mode the token server says the system runs in."""
+    if mode == "direct":
+        from soak_client import DirectClient
+        return DirectClient()
+    if mode == "livekit":
+        from soak_livekit_client import LiveKitClient
+        if not args.metrics_url:
+            raise SystemExit("soak: LiveKit mode needs the worker's /metrics for its leak check: start the system "
+                             "with scripts/start_all.sh (it sets AGENT_METRICS_PORT) or pass --metrics-url")
+        return LiveKitClient(args.metrics_url)
+    raise SystemExit(f"soak: the token server reports an unknown mode {mode!r} (expected direct or livekit)")
+
+
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
-    from soak_client import DirectClient, leak_check, make_utterances, prepare_ice
+    from soak_client import make_utterances
 
     run_dir = Path(args.run_dir)
     pids = service_pids(run_dir)
@@ -164,35 +184,28 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
                                      timeout=aiohttp.ClientTimeout(total=30)) as http:
         grant = await get_token(http, args.base.rstrip("/"))
-        if grant.get("mode") != "direct":
-            print(f"soak: the system runs in {grant.get('mode')} mode; the soak is not implemented for LiveKit "
-                  "mode yet (its client is the direct-mode WebRTC peer): run it against direct mode "
-                  "(start_all.sh without LIVEKIT_URL and without a livekit-server binary on PATH)", file=sys.stderr)
-            sys.exit(NOT_IMPLEMENTED)
-        offer_url = grant["url"]
+        client = make_client(grant.get("mode"), args)
         mem_start = sample_memory(pids)
-        prepare_ice(offer_url)
-        client = DirectClient()
         started = time.monotonic()
         run = Soak(client, utterances, args.turn_timeout, args.max_reply, args.seed)
         try:
-            await client.connect(http, offer_url, grant["token"])
+            await client.open(http, grant)
             await run.run()
             await asyncio.sleep(0.5)  # the last turn's trailing events
         except RuntimeError as exc:
             run.failures.append(str(exc))
         finally:
-            await client.hang_up(http, offer_url, grant["token"])
+            await client.close(http)
         duration = time.monotonic() - started
-        leaks = await leak_check(http, offer_url, args.leak_timeout)
+        leaks = await client.leak_check(http, args.leak_timeout)
     mem_end = sample_memory(pids)
-    return build_report(args, run, client, leaks, mem_start, mem_end, duration)
+    return build_report(args, grant["mode"], run, client, leaks, mem_start, mem_end, duration)
 
 
-def build_report(args: argparse.Namespace, run: Soak, client: DirectClient, leaks: dict[str, Any],
+def build_report(args: argparse.Namespace, mode: str, run: Soak, client: SoakClient, leaks: dict[str, Any],
                  mem_start: dict[str, Any], mem_end: dict[str, Any], duration: float) -> dict[str, Any]:
     records = run.turns()
-    session_id = client.answer.get("session_id")
+    session_id = client.session_id()
     failures = list(run.failures)
     error_events = [m.data.get("message") for m in client.of_type("error")]
     failed_turns = [r for r in records if r.get("error") is not None]
@@ -212,7 +225,7 @@ def build_report(args: argparse.Namespace, run: Soak, client: DirectClient, leak
     growth, mem_failures = memory_growth(mem_start, mem_end, args.max_growth_mb)
     failures += mem_failures
     return {
-        "mode": "direct", "session_id": session_id, "turns_requested": args.turns,
+        "mode": mode, "session_id": session_id, "turns_requested": args.turns,
         # the agent's own word on its voice (the page shows a warning banner when true)
         "test_voice": next((m.data.get("test_voice") for m in client.of_type("session")), None),
         "turns_completed": completed, "turn_records": len(records),
@@ -238,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="start_all.sh's run folder, for the services' pid files (default $RUN_DIR or run/)")
     ap.add_argument("--base", help="the token server (default: the page URL start_all.sh recorded in the run "
                     "folder, else http://127.0.0.1:$TOKEN_SERVER_PORT or :8080)")
+    ap.add_argument("--metrics-url", help="LiveKit mode: the worker's Prometheus /metrics, for the leak check "
+                    "(default: what start_all.sh recorded in the run folder)")
     ap.add_argument("--turn-timeout", type=float, default=60.0,
                     help="seconds for a reply to start after the utterance (default 60)")
     ap.add_argument("--max-reply", type=float, default=300.0,
@@ -250,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--turns must be >= 1")
     args.base = (args.base or chosen_value(Path(args.run_dir), "PAGE_URL")
                  or f"http://127.0.0.1:{os.environ.get('TOKEN_SERVER_PORT', '8080')}")
+    args.metrics_url = args.metrics_url or chosen_value(Path(args.run_dir), "AGENT_METRICS_URL")
     report = asyncio.run(soak(args))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -102,19 +102,80 @@ class Message:
     data: dict[str, Any]
 
 
-class DirectClient:
-    """A browser stand-in: paced microphone out, agent audio in, the page-created events channel."""
+class EventLog:
+    """What both soak clients share: the agent's events in arrival order, the times agent audio was
+    heard, and waiting on either. A client appends with `_on_message` / `_on_audio_frame`."""
 
     def __init__(self) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # host candidates only, no STUN lookup
-        self.mic = OutgoingAudioTrack(max_queue_s=60.0)  # holds a whole utterance; sends it in real time
         self.messages: list[Message] = []
-        self.answer: dict[str, Any] = {}
         self.voiced_at: list[float] = []  # arrival times of incoming frames that carry agent audio
         self.frames_in = 0
         self._changed = asyncio.Event()
+
+    def session_id(self) -> str | None:
+        sessions = self.of_type("session")
+        return sessions[0].data.get("session_id") if sessions else None
+
+    def of_type(self, kind: str, since: int = 0) -> list[Message]:
+        return [m for m in self.messages[since:] if m.data.get("type") == kind]
+
+    def agent_state(self) -> str | None:
+        states = self.of_type("agent_state")
+        return states[-1].data.get("state") if states else None
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float) -> Any:
+        """The predicate's first truthy value, re-checked on every message; None on timeout."""
+        deadline = time.monotonic() + timeout
+        while not (value := predicate()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.25))
+            except TimeoutError:
+                pass
+        return value
+
+    def _on_message(self, raw: str | bytes) -> None:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = {"type": "unparsable", "raw": str(raw)[:200]}
+        self.messages.append(Message(time.monotonic(), data if isinstance(data, dict) else {"type": "?"}))
+        self._changed.set()
+
+    def _on_audio_frame(self, pcm: np.ndarray) -> None:
+        """One incoming frame of agent audio, as float in [-1, 1]."""
+        self.frames_in += 1
+        if pcm.size and float(np.sqrt(np.mean(pcm * pcm))) > VOICED_RMS:
+            self.voiced_at.append(time.monotonic())
+
+
+class DirectClient(EventLog):
+    """A browser stand-in: paced microphone out, agent audio in, the page-created events channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # host candidates only, no STUN lookup
+        self.mic = OutgoingAudioTrack(max_queue_s=60.0)  # holds a whole utterance; sends it in real time
+        self.answer: dict[str, Any] = {}
         self._consumer: asyncio.Task[None] | None = None
         self._channel: Any = None
+        self._offer_url = self._token = ""
+
+    # ---- what scripts/soak.py calls (the LiveKit client has the same three) ---------------------
+
+    async def open(self, http: aiohttp.ClientSession, grant: dict[str, Any]) -> None:
+        self._offer_url, self._token = grant["url"], grant["token"]
+        prepare_ice(self._offer_url)
+        await self.connect(http, self._offer_url, self._token)
+
+    async def close(self, http: aiohttp.ClientSession) -> None:
+        await self.hang_up(http, self._offer_url, self._token)
+
+    async def leak_check(self, http: aiohttp.ClientSession, timeout_s: float) -> dict[str, Any]:
+        return await leak_check(http, self._offer_url, timeout_s)
 
     # ---- connection ----------------------------------------------------------------------------
 
@@ -155,36 +216,7 @@ class DirectClient:
                                      samples_per_channel=len(utt.pcm)))
         return time.monotonic() + utt.seconds
 
-    def of_type(self, kind: str, since: int = 0) -> list[Message]:
-        return [m for m in self.messages[since:] if m.data.get("type") == kind]
-
-    def agent_state(self) -> str | None:
-        states = self.of_type("agent_state")
-        return states[-1].data.get("state") if states else None
-
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float) -> Any:
-        """The predicate's first truthy value, re-checked on every message; None on timeout."""
-        deadline = time.monotonic() + timeout
-        while not (value := predicate()):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), min(left, 0.25))
-            except TimeoutError:
-                pass
-        return value
-
     # ---- incoming ------------------------------------------------------------------------------
-
-    def _on_message(self, raw: str | bytes) -> None:
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = {"type": "unparsable", "raw": str(raw)[:200]}
-        self.messages.append(Message(time.monotonic(), data if isinstance(data, dict) else {"type": "?"}))
-        self._changed.set()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
@@ -198,10 +230,7 @@ class DirectClient:
                 return
             if not isinstance(frame, av.AudioFrame):
                 continue
-            self.frames_in += 1
-            pcm = frame.to_ndarray().astype(np.float32) / 32768
-            if float(np.sqrt(np.mean(pcm * pcm))) > VOICED_RMS:
-                self.voiced_at.append(time.monotonic())
+            self._on_audio_frame(frame.to_ndarray().astype(np.float32) / 32768)
 
 
 def prepare_ice(offer_url: str) -> None:

@@ -18,7 +18,8 @@
 # Settings: the README's environment variables (OMNI_*, TTS_*, LIVEKIT_*, TOKEN_SERVER_PORT,
 # DIRECT_PORT, ...) plus, for what this script starts: OMNI_LOCAL_PORT (8091: vLLM-Omni or the
 # stand-ins' router), WHISPER_PORT (8092), LLM_PORT (8093), LIVEKIT_PORT (7880),
-# START_TIMEOUT_S (overrides every health-check timeout), STOP_TIMEOUT_S (10).
+# AGENT_METRICS_PORT (LiveKit mode: the worker's /metrics, 8094), START_TIMEOUT_S (overrides every
+# health-check timeout), STOP_TIMEOUT_S (10).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -440,12 +441,12 @@ start_cpu_standins() {
   local bpy="$BACKENDS_VENV/bin/python"
   launch whisper "$bpy" "$BACKENDS/whisper_server.py" --host 127.0.0.1 --port "$WHISPER_PORT"
   launch llm bash "$BACKENDS/run_llm.sh" --host 127.0.0.1 --port "$LLM_PORT"
-  wait_healthy whisper "http://127.0.0.1:$WHISPER_PORT/health" 180 "see the log; rerun scripts/backends/install.sh"
+  wait_healthy whisper "http://127.0.0.1:$WHISPER_PORT/healthz" 180 "see the log; rerun scripts/backends/install.sh"
   wait_healthy llm "http://127.0.0.1:$LLM_PORT/v1/models" 180 "see the log; rerun scripts/backends/install.sh"
   launch omni_router "$bpy" "$BACKENDS/omni_router.py" --host 127.0.0.1 --port "$OMNI_LOCAL_PORT" \
     --stt "http://127.0.0.1:$WHISPER_PORT" --llm "http://127.0.0.1:$LLM_PORT"
-  # the router's /health answers 200 only when both upstreams do
-  wait_healthy omni_router "http://127.0.0.1:$OMNI_LOCAL_PORT/health" 60 "see the log"
+  # the router's /healthz answers 200 only when both upstreams do
+  wait_healthy omni_router "http://127.0.0.1:$OMNI_LOCAL_PORT/healthz" 60 "see the log"
 }
 
 # The environment every Python service gets: the choices on top of the caller's environment.
@@ -460,7 +461,7 @@ service_env() {
   )
   local var
   for var in OMNI_STT_STYLE OMNI_MODEL OMNI_STT_MODEL OMNI_PLAIN_STRING_CONTENT OMNI_SEND_MODALITIES \
-             LLM_MAX_TOKENS TTS_DEVICE LIVEKIT_URL; do
+             LLM_MAX_TOKENS TTS_DEVICE LIVEKIT_URL AGENT_METRICS_PORT; do
     [ -n "${!var:-}" ] && SERVICE_ENV+=("$var=${!var}")
   done
   return 0
@@ -519,6 +520,7 @@ write_chosen() {
   done
   chosen_set EXTERNAL_OMNI "$([ "$OMNI_SOURCE" = external ] && printf '%s' "$OMNI_BASE_URL" || true)"
   chosen_set PAGE_URL "$PAGE_URL"
+  chosen_set AGENT_METRICS_URL "$AGENT_METRICS_URL"
   mv "$CHOSEN.new" "$CHOSEN"
   umask "$old_umask"
 }
@@ -559,6 +561,12 @@ cmd_start() {
   AGENT_OFFER_URL="${AGENT_OFFER_URL:-http://$(client_host "$DIRECT_HOST"):$DIRECT_PORT/api/offer}"
 
   choose_transport
+  if [ "$MODE" = direct ]; then
+    AGENT_METRICS_URL="http://$(client_host "$DIRECT_HOST"):$DIRECT_PORT/metrics"
+  else
+    AGENT_METRICS_PORT="${AGENT_METRICS_PORT:-8094}"
+    AGENT_METRICS_URL="http://127.0.0.1:$AGENT_METRICS_PORT/metrics"
+  fi
   choose_omni
   choose_tts
   choose_reply_length
@@ -568,6 +576,7 @@ cmd_start() {
     check_port "the direct-mode agent" "$DIRECT_HOST" "$DIRECT_PORT" DIRECT_PORT
   else
     check_port "the LiveKit worker's health server" 0.0.0.0 8081 ""
+    check_port "the LiveKit worker's /metrics" 0.0.0.0 "$AGENT_METRICS_PORT" AGENT_METRICS_PORT
   fi
   [ "$START_LIVEKIT" = 1 ] && check_port "livekit-server" 127.0.0.1 "${LIVEKIT_PORT:-7880}" LIVEKIT_PORT
   if [ "$OMNI_SOURCE" = cpu-standins ]; then
@@ -589,9 +598,9 @@ cmd_start() {
     vllm-omni) SERVICES+=(vllm_omni) && HEALTH[vllm_omni]="$OMNI_BASE_URL/models" ;;
     cpu-standins)
       SERVICES+=(whisper llm omni_router)
-      HEALTH[whisper]="http://127.0.0.1:$WHISPER_PORT/health"
+      HEALTH[whisper]="http://127.0.0.1:$WHISPER_PORT/healthz"
       HEALTH[llm]="http://127.0.0.1:$LLM_PORT/v1/models"
-      HEALTH[omni_router]="http://127.0.0.1:$OMNI_LOCAL_PORT/health" ;;
+      HEALTH[omni_router]="http://127.0.0.1:$OMNI_LOCAL_PORT/healthz" ;;
   esac
   SERVICES+=(agent token_server)
   if [ "$MODE" = direct ]; then
@@ -608,7 +617,7 @@ cmd_start() {
   start_agent
   start_token_server
   trap - EXIT
-  say "all services are up: ${SERVICES[*]} (pids and logs in $RUN_DIR)"
+  say "all services are up: ${SERVICES[*]} (pids and logs in $RUN_DIR; Prometheus metrics: $AGENT_METRICS_URL)"
   [ "$TTS_TEST_VOICE" = 1 ] && warn "the voice is the random-weight TEST voice (see above)"
   say "open $PAGE_URL"
 }

@@ -17,19 +17,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "[test.sh] missing ${missing[*]}: install them (sudo apt-get install ${missing[*]}); tests that need them fail" >&2
   fi
 fi
-STAMP="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "[test.sh] creating $VENV (first run installs torch and friends: a few minutes)"
-  python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
-fi
-if [ ! -f "$STAMP" ]; then
-  echo "[test.sh] installing the project into $VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e '.[dev]'
-  "$VENV/bin/python" -m pip check
-  rm -f "$VENV"/.installed-*
-  touch "$STAMP"
-fi
+ENSURE_VENV_TAG="[test.sh]"
+# shellcheck source=scripts/lib/ensure_venv.sh
+source scripts/lib/ensure_venv.sh
+ensure_venv "$VENV" dev
 echo "[test.sh] ruff"
 "$VENV/bin/ruff" check .
 echo "[test.sh] mypy"

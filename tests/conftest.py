@@ -56,3 +56,22 @@ def engine(tiny_checkpoint):
 def vad():
     """Silero as the agent tests configure it: quick start and end of speech."""
     return silero.VAD.load(min_speech_duration=0.05, min_silence_duration=0.3)
+
+
+@pytest.fixture(scope="session")
+def cpu_backends_venv(tmp_path_factory) -> str:
+    """.venv-backends with the CPU stand-ins (Whisper base, SmolLM2 on llama.cpp), installed by
+    scripts/backends/install.sh when missing: the first time builds llama.cpp (~5 minutes on 2 cores),
+    later calls return at once. Its path (BACKENDS_VENV, default <repo>/.venv-backends)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    venv = os.environ.get("BACKENDS_VENV", str(root / ".venv-backends"))
+    log = tmp_path_factory.mktemp("backends-install") / "install.log"
+    with log.open("wb") as out:
+        done = subprocess.run(["bash", str(root / "scripts" / "backends" / "install.sh")], stdout=out,
+                              stderr=subprocess.STDOUT, cwd=root, timeout=1800)
+    if done.returncode != 0:
+        pytest.fail(f"scripts/backends/install.sh failed (exit {done.returncode}):\n{log.read_text()[-4000:]}")
+    return venv

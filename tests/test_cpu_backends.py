@@ -3,7 +3,8 @@ SmolLM2-135M on llama.cpp (scripts/backends/run_llm.sh) and the one-URL router i
 (scripts/backends/omni_router.py), each started as a subprocess from .venv-backends.
 
 These tests run in the project venv and speak HTTP only, then drive the agent's own OmniSTT and
-OmniLLM clients against the router. Skipped when scripts/backends/install.sh has not been run.
+OmniLLM clients against the router. The `cpu_backends_venv` fixture (conftest.py) installs them
+first when missing (scripts/backends/install.sh: ~5 minutes the first time, then nothing).
 Measured numbers are printed (pytest -s shows them).
 """
 
@@ -35,18 +36,9 @@ from agent.omni_stt import OmniSTT
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ROOT / "scripts" / "backends"
-VENV = Path(os.environ.get("BACKENDS_VENV", ROOT / ".venv-backends"))
-BPY = VENV / "bin" / "python"
-INSTALLED = (
-    (VENV / ".install-stamp").is_file()
-    and (VENV / "models" / "whisper-base" / "model.bin").is_file()
-    and (VENV / "models" / "smollm2-135m-instruct.gguf").exists()
-)
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not INSTALLED, reason=f"{VENV} is not installed: run scripts/backends/install.sh "
-                                             "(about 5 minutes the first time) to test the CPU stand-ins"),
     pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
                        reason="espeak-ng and sox make the test speech: apt-get install espeak-ng sox"),
 ]
@@ -87,7 +79,8 @@ def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout_s: 
 
 
 @pytest.fixture(scope="module")
-def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
+def backends(tmp_path_factory: pytest.TempPathFactory, cpu_backends_venv: str) -> Iterator[Backends]:
+    bpy = Path(cpu_backends_venv) / "bin" / "python"
     logs = tmp_path_factory.mktemp("backend-logs")
     stt_port, llm_port, router_port = free_port(), free_port(), free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # log lines must reach the files at once
@@ -102,7 +95,7 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
 
     try:
         stt_url, llm_url = f"http://127.0.0.1:{stt_port}", f"http://127.0.0.1:{llm_port}"
-        stt, stt_log, t_stt = start("whisper", [str(BPY), str(BACKENDS / "whisper_server.py"),
+        stt, stt_log, t_stt = start("whisper", [str(bpy), str(BACKENDS / "whisper_server.py"),
                                                 "--port", str(stt_port), "--threads", "2"])
         lm, llm_log, t_llm = start("llm", ["bash", str(BACKENDS / "run_llm.sh"), "--port", str(llm_port)])
         start_s = {}
@@ -112,7 +105,7 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
         start_s["llm"] = time.perf_counter() - t_llm
         router_url = f"http://127.0.0.1:{router_port}"
         router, router_log, t_router = start("router", [
-            str(BPY), str(BACKENDS / "omni_router.py"), "--port", str(router_port),
+            str(bpy), str(BACKENDS / "omni_router.py"), "--port", str(router_port),
             "--stt", stt_url, "--llm", llm_url + "/v1"])
         wait_healthy(router, f"{router_url}/health", router_log, 60)
         start_s["router"] = time.perf_counter() - t_router

@@ -1,11 +1,13 @@
 """scripts/start_all.sh for real: bad configuration fails fast with a clear message and leaves
 nothing behind; the full cycle start -> status -> restart -> 10-turn soak (scripts/soak.py over
-WebRTC) -> stop leaves no process of the run.
+WebRTC) -> stop leaves no process of the run; and the default bring-up of a machine without a GPU
+(the real CPU stand-ins for Omni) passes the 10-turn soak too.
 
 Each test gets its own run folder (RUN_DIR) and free ports, so a developer's run/ is untouched.
-STT + LLM come from the fake Omni server, pointed at EXPLICITLY through OMNI_BASE_URL (start_all
-never chooses it), so these tests do not need the CPU stand-ins installed. HF_HUB_OFFLINE and an
-empty HF_HOME make the TTS choice the tiny test checkpoint even where a real one is cached.
+The fail-fast and full-cycle tests take STT + LLM from the fake Omni server, pointed at EXPLICITLY
+through OMNI_BASE_URL (start_all never chooses it); the default bring-up installs the stand-ins when
+missing (the cpu_backends_venv fixture). HF_HUB_OFFLINE and an empty HF_HOME make the TTS choice
+the tiny test checkpoint even where a real one is cached.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ from soak_client import SENTENCES  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 FAIL_FAST_S = 30  # a bad configuration must be reported well before any health-check timeout
+
+NO_LIVEKIT_SERVER = pytest.mark.skipif(
+    shutil.which("livekit-server") is not None,
+    reason="a livekit-server on PATH makes start_all choose LiveKit mode; these soaks drive direct mode")
 
 
 def free_port() -> int:
@@ -114,6 +120,36 @@ def assert_nothing_left(env: dict[str, str]) -> None:
     assert not left, f"processes of the run left: {[(p.pid, p.cmdline()) for p in left]}"
 
 
+def soak(env: dict[str, str], page: str, report_path: Path, timeout: float) -> dict:
+    """scripts/soak.py --turns 10 against the running system; its report after the common checks."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "soak.py"), "--turns", "10", "--json",
+                           str(report_path), "--base", page], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    print(done.stdout)  # the soak's summary table (pytest -s, or the failure report, shows it)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "RESULT: PASS" in done.stdout
+    report = json.loads(report_path.read_text())
+    assert report["turns_completed"] >= 10 and report["errors"] == 0 and report["traces_complete"], report["failures"]
+    assert report["barge_ins"]["attempted"] == 2 and not report["leaks"]["problems"]
+    assert report["test_voice"] is True  # what makes the page show its test-voice banner
+    assert report_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    return report
+
+
+def run_pids(run_dir: Path) -> dict[str, int]:
+    return {f.stem: int(f.read_text().split()[0]) for f in (run_dir / "pids").glob("*.pid")}
+
+
+def assert_stopped(env: dict[str, str], pids: dict[str, int]) -> None:
+    stopped = start_all("stop", env, timeout=60)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in pids.values()), pids
+    assert_nothing_left(env)
+    assert start_all("stop", env, timeout=60).returncode == 0  # idempotent
+    assert start_all("status", env, timeout=60).returncode != 0
+
+
 def assert_fails_fast(env: dict[str, str], *expected: str) -> str:
     started = time.monotonic()
     result = start_all("start", env, timeout=FAIL_FAST_S * 2)
@@ -149,8 +185,7 @@ def test_port_in_use_fails_fast(run_env, fake_omni):
     assert "] started " not in output  # the check comes before anything starts
 
 
-@pytest.mark.skipif(shutil.which("livekit-server") is not None,
-                    reason="a livekit-server on PATH makes start_all choose LiveKit mode; the soak drives direct mode")
+@NO_LIVEKIT_SERVER
 def test_start_status_soak_stop(run_env, fake_omni, tmp_path):
     run_env["OMNI_BASE_URL"] = fake_omni.url
     run_dir, page = Path(run_env["RUN_DIR"]), f"http://127.0.0.1:{run_env['TOKEN_SERVER_PORT']}"
@@ -162,7 +197,7 @@ def test_start_status_soak_stop(run_env, fake_omni, tmp_path):
     assert "RANDOM-WEIGHT TEST VOICE" in out, out  # the loud warning (the page shows it from test_voice)
     assert f"open {page}" in out, out
     assert stat.S_IMODE((run_dir / "chosen.env").stat().st_mode) == 0o600
-    pids = {f.stem: int(f.read_text().split()[0]) for f in (run_dir / "pids").glob("*.pid")}
+    pids = run_pids(run_dir)
     assert set(pids) == {"agent", "token_server"}, pids
 
     status = start_all("status", run_env, timeout=60)
@@ -171,31 +206,38 @@ def test_start_status_soak_stop(run_env, fake_omni, tmp_path):
 
     again = start_all("start", run_env, timeout=60)  # idempotent: a healthy system is left alone
     assert again.returncode == 0 and "already running" in again.stdout, again.stdout + again.stderr
-    assert {f.stem: int(f.read_text().split()[0]) for f in (run_dir / "pids").glob("*.pid")} == pids
+    assert run_pids(run_dir) == pids
 
     restarted = start_all("restart", run_env)
     out = restarted.stdout + restarted.stderr
     assert restarted.returncode == 0, out
     assert "reused from" in out, out  # the generated key pair survives a restart
-    pids = {f.stem: int(f.read_text().split()[0]) for f in (run_dir / "pids").glob("*.pid")}
+    pids = run_pids(run_dir)
 
-    report_path = tmp_path / "soak.json"
-    soak = subprocess.run([sys.executable, str(ROOT / "scripts" / "soak.py"), "--turns", "10", "--json",
-                           str(report_path), "--base", page], env=run_env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=400)
-    assert soak.returncode == 0, soak.stdout + soak.stderr[-3000:]
-    assert "RESULT: PASS" in soak.stdout
-    report = json.loads(report_path.read_text())
-    assert report["turns_completed"] >= 10 and report["errors"] == 0 and report["traces_complete"], report["failures"]
-    assert report["barge_ins"]["attempted"] == 2 and not report["leaks"]["problems"]
-    assert report["test_voice"] is True  # what makes the page show its test-voice banner
+    report = soak(run_env, page, tmp_path / "soak.json", timeout=400)
     assert set(report["memory"]) == {"agent", "token_server"}
-    assert report_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
-    stopped = start_all("stop", run_env, timeout=60)
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-                   for pid in pids.values()), pids
-    assert_nothing_left(run_env)
-    assert start_all("stop", run_env, timeout=60).returncode == 0  # idempotent
-    assert start_all("status", run_env, timeout=60).returncode != 0
+    assert_stopped(run_env, pids)
+
+
+@NO_LIVEKIT_SERVER
+def test_default_bringup_with_cpu_standins_soaks_10_turns(run_env, cpu_backends_venv, tmp_path):
+    """What a fresh machine without a GPU gets from the README's command: real Whisper base and
+    SmolLM2 (llama.cpp) behind the Omni API, the tiny test voice, direct mode."""
+    run_env |= {"OMNI_LOCAL_PORT": str(free_port()), "WHISPER_PORT": str(free_port()), "LLM_PORT": str(free_port()),
+                "BACKENDS_VENV": cpu_backends_venv}
+    page = f"http://127.0.0.1:{run_env['TOKEN_SERVER_PORT']}"
+    started = start_all("start", run_env, timeout=900)
+    out = started.stdout + started.stderr
+    assert started.returncode == 0, out
+    assert "transport: direct" in out and "STT + LLM: cpu-standins" in out, out
+    assert "LLM_MAX_TOKENS=24" in out, out  # short replies: the test voice speaks ~0.4 s per character
+    pids = run_pids(Path(run_env["RUN_DIR"]))
+    assert set(pids) == {"whisper", "llm", "omni_router", "agent", "token_server"}, pids
+    status = start_all("status", run_env, timeout=60)
+    assert status.returncode == 0 and status.stdout.count(" healthy ") == 5, status.stdout
+
+    report = soak(run_env, page, tmp_path / "soak.json", timeout=900)
+    assert set(report["memory"]) == set(pids)
+    assert all(t["user_text"] for t in report["turns"])  # Whisper heard words in every utterance
+    assert_stopped(run_env, pids)

@@ -157,6 +157,7 @@ def make_app(upstreams: Upstreams, read_timeout_s: float = 300.0) -> web.Applica
 
     app.cleanup_ctx.append(session_ctx)
     app.router.add_get("/health", health)
+    app.router.add_get("/healthz", health)  # the name every service of this project answers on
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app
 

@@ -195,6 +195,7 @@ def make_app(transcriber: Transcriber) -> web.Application:
     app.router.add_post("/v1/audio/transcriptions", transcriptions)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
+    app.router.add_get("/healthz", health)  # the name every service of this project answers on
     return app
 
 

@@ -1,0 +1,142 @@
+"""The soak test's client in LiveKit mode: a LiveKit participant that joins the room with the token
+server's token (as the page does), publishes a microphone track, hears the agent's audio track and
+reads the agent's events from the "agent-events" data topic. Used by scripts/soak.py.
+
+The microphone is paced the way a real one is: 10 ms frames captured in real time (silence when
+nothing is being said), so the agent's VAD sees a person in a quiet room.
+
+Leak check: LiveKit mode has no per-call /healthz; the worker's Prometheus /metrics (start_all.sh
+sets AGENT_METRICS_PORT) must drop to 0 active sessions and 0 engine streams after the hang-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import numpy as np
+from livekit import rtc
+from soak_client import RATE, EventLog, Utterance
+
+EVENTS_TOPIC = "agent-events"
+MIC_FRAME = RATE // 100  # 10 ms
+
+
+class LiveKitClient(EventLog):
+    def __init__(self, metrics_url: str) -> None:
+        super().__init__()
+        self.metrics_url = metrics_url
+        self.room = rtc.Room()
+        self.source = rtc.AudioSource(RATE, 1)
+        self._speech: list[np.ndarray] = []  # utterances waiting to be "spoken", int16 at RATE
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self, _http: aiohttp.ClientSession, grant: dict[str, Any]) -> None:
+        self.room.on("data_received", self._on_data)
+        self.room.on("track_subscribed", self._on_track)
+        try:
+            await self.room.connect(grant["url"], grant["token"], rtc.RoomOptions(auto_subscribe=True))
+        except Exception as exc:  # the SDK raises its own ConnectError, among others
+            raise RuntimeError(f"could not join the LiveKit room at {grant['url']}: {exc}") from exc
+        track = rtc.LocalAudioTrack.create_audio_track("soak-mic", self.source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await self.room.local_participant.publish_track(track, options)
+        self._spawn(self._microphone())
+
+    async def close(self, _http: aiohttp.ClientSession) -> None:
+        await self.room.disconnect()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def leak_check(self, http: aiohttp.ClientSession, timeout_s: float) -> dict[str, Any]:
+        return await metrics_leak_check(http, self.metrics_url, timeout_s)
+
+    def say(self, utt: Utterance) -> float:
+        """Start speaking; returns when the utterance will have been sent completely (monotonic)."""
+        queued = sum(len(pcm) for pcm in self._speech) / RATE
+        self._speech.append(utt.pcm)
+        return time.monotonic() + queued + utt.seconds
+
+    # ---- outgoing ------------------------------------------------------------------------------
+
+    async def _microphone(self) -> None:
+        """10 ms frames on a real-time clock: speech while there is some, silence otherwise."""
+        silence = np.zeros(MIC_FRAME, dtype=np.int16)
+        next_at = time.monotonic()
+        while True:
+            chunk = self._next_chunk() if self._speech else silence
+            await self.source.capture_frame(rtc.AudioFrame(data=chunk.tobytes(), sample_rate=RATE, num_channels=1,
+                                                           samples_per_channel=MIC_FRAME))
+            next_at += MIC_FRAME / RATE
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    def _next_chunk(self) -> np.ndarray:
+        head = self._speech[0]
+        chunk, rest = head[:MIC_FRAME], head[MIC_FRAME:]
+        if len(rest):
+            self._speech[0] = rest
+        else:
+            self._speech.pop(0)
+        if len(chunk) < MIC_FRAME:
+            chunk = np.concatenate([chunk, np.zeros(MIC_FRAME - len(chunk), dtype=np.int16)])
+        return chunk
+
+    # ---- incoming ------------------------------------------------------------------------------
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic == EVENTS_TOPIC:
+            self._on_message(packet.data)
+
+    def _on_track(self, track: rtc.Track, _publication: Any, _participant: Any) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            self._spawn(self._consume(rtc.AudioStream(track, sample_rate=RATE, num_channels=1)))
+
+    async def _consume(self, stream: rtc.AudioStream) -> None:
+        try:
+            async for event in stream:
+                pcm = np.frombuffer(event.frame.data, dtype=np.int16).astype(np.float32) / 32768
+                self._on_audio_frame(pcm)
+        finally:
+            await stream.aclose()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def metric_value(text: str, name: str) -> float | None:
+    """The value of an unlabelled sample in Prometheus text format."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            try:
+                return float(line.split()[1])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+async def metrics_leak_check(http: aiohttp.ClientSession, metrics_url: str, timeout_s: float) -> dict[str, Any]:
+    """After the hang-up the worker must report 0 active sessions and 0 engine streams."""
+    deadline = time.monotonic() + timeout_s
+    seen: dict[str, float | None] = {}
+    while time.monotonic() < deadline:
+        try:
+            async with http.get(metrics_url) as resp:
+                text = await resp.text() if resp.status == 200 else ""
+        except aiohttp.ClientError:
+            text = ""
+        seen = {"active_sessions": metric_value(text, "agent_active_sessions"),
+                "active_streams": metric_value(text, "agent_engine_active_streams")}
+        if seen["active_sessions"] == 0 and seen["active_streams"] == 0:
+            return {"metrics": seen, "problems": []}
+        await asyncio.sleep(0.25)
+    if not any(v is not None for v in seen.values()):
+        return {"metrics": seen, "problems": [f"the worker's {metrics_url} did not answer with agent metrics "
+                                              "after the call (is AGENT_METRICS_PORT set?)"]}
+    return {"metrics": seen, "problems": [
+        f"after hanging up and {timeout_s:.0f} s: {seen['active_sessions']} session(s) and "
+        f"{seen['active_streams']} engine stream(s) still active"]}

@@ -1,0 +1,137 @@
+"""The soak test's pieces that need no running system: the LiveKit client's paced microphone and its
+/metrics leak check (no livekit-server on this machine: the full LiveKit soak runs where one is),
+the event log both clients share, and the verdicts in soak_report.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp import ClientSession, web
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from soak_client import RATE, EventLog, Utterance  # noqa: E402
+from soak_livekit_client import MIC_FRAME, LiveKitClient, metric_value, metrics_leak_check  # noqa: E402
+from soak_report import memory_growth, trace_problems  # noqa: E402
+
+METRICS_BUSY = """# HELP agent_active_sessions Conversations in progress
+# TYPE agent_active_sessions gauge
+agent_active_sessions 1.0
+agent_engine_active_streams 1.0
+agent_turns_total 3.0
+"""
+
+
+def test_metric_value_reads_unlabelled_samples_only():
+    assert metric_value(METRICS_BUSY, "agent_active_sessions") == 1.0
+    assert metric_value(METRICS_BUSY, "agent_turns_total") == 3.0
+    assert metric_value(METRICS_BUSY, "agent_turns") is None  # a prefix of another name is not that name
+    assert metric_value("", "agent_active_sessions") is None
+
+
+async def serve_metrics(bodies: list[str]) -> tuple[web.AppRunner, str]:
+    """A /metrics endpoint answering with each body in turn, then the last one forever."""
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(text=bodies.pop(0) if len(bodies) > 1 else bodies[0])
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/metrics"
+
+
+async def test_metrics_leak_check_waits_for_the_session_to_end():
+    idle = METRICS_BUSY.replace(" 1.0", " 0.0")
+    runner, url = await serve_metrics([METRICS_BUSY, METRICS_BUSY, idle])
+    try:
+        async with ClientSession() as http:
+            result = await metrics_leak_check(http, url, timeout_s=10)
+    finally:
+        await runner.cleanup()
+    assert result["problems"] == []
+    assert result["metrics"] == {"active_sessions": 0.0, "active_streams": 0.0}
+
+
+async def test_metrics_leak_check_names_what_is_left():
+    runner, url = await serve_metrics([METRICS_BUSY])
+    try:
+        async with ClientSession() as http:
+            result = await metrics_leak_check(http, url, timeout_s=0.6)
+    finally:
+        await runner.cleanup()
+    assert result["problems"] == ["after hanging up and 1 s: 1.0 session(s) and 1.0 engine stream(s) still active"]
+
+
+async def test_metrics_leak_check_without_metrics_says_how_to_get_them():
+    runner, url = await serve_metrics(["# nothing of ours\n"])
+    try:
+        async with ClientSession() as http:
+            result = await metrics_leak_check(http, url, timeout_s=0.3)
+    finally:
+        await runner.cleanup()
+    assert "AGENT_METRICS_PORT" in result["problems"][0]
+
+
+async def test_livekit_microphone_sends_speech_in_10ms_frames_then_silence():
+    client = LiveKitClient("http://127.0.0.1:9/metrics")
+    pcm = (np.arange(int(RATE * 0.025)) % 100).astype(np.int16) + 1  # 25 ms: two full frames and a half
+    ends = client.say(Utterance("hi", "en-us", 150, pcm))
+    second = client.say(Utterance("again", "en-us", 150, pcm))
+    assert second - ends == pytest.approx(0.025, abs=0.01)  # queued behind the first utterance
+    chunks = [client._next_chunk() for _ in range(3)]
+    assert all(len(c) == MIC_FRAME for c in chunks)
+    assert np.array_equal(np.concatenate(chunks)[: len(pcm)], pcm)
+    assert not chunks[2][len(pcm) - 2 * MIC_FRAME:].any()  # the last partial frame is padded with silence
+    assert len(client._speech) == 1  # the second utterance is next
+    await client.room.disconnect()
+
+
+async def test_event_log_tracks_state_session_and_voiced_audio():
+    log = EventLog()
+    log._on_message(json.dumps({"type": "session", "session_id": "room-p1"}))
+    log._on_message(json.dumps({"type": "agent_state", "state": "speaking"}))
+    log._on_message(b"not json")
+    assert log.session_id() == "room-p1"
+    assert log.agent_state() == "speaking"
+    assert log.of_type("unparsable")[0].data["raw"] == "b'not json'"
+    log._on_audio_frame(np.zeros(480, dtype=np.float32))
+    log._on_audio_frame(np.full(480, 0.2, dtype=np.float32))
+    assert log.frames_in == 2 and len(log.voiced_at) == 1
+    assert await log.wait_for(lambda: log.agent_state() == "listening", 0.2) is None
+
+
+def turn(**overrides: object) -> dict[str, object]:
+    record: dict[str, object] = {
+        "session_id": "s1", "turn_id": 1, "ts": 1.0, "user_text": "hi", "agent_text": "hello",
+        "vad_to_stt_ms": 10.0, "stt_ms": 100.0, "llm_ttft_ms": 200.0, "tts_ttfa_ms": 50.0,
+        "voice_to_voice_ms": 400.0, "interrupted": False, "cancel_to_silence_ms": None, "error": None}
+    from soak_report import REQUIRED_KEYS
+    for key in REQUIRED_KEYS:
+        record.setdefault(key, None)
+    record.update(overrides)
+    return record
+
+
+def test_trace_problems_flag_negative_missing_and_foreign_records():
+    assert trace_problems(turn(), "s1") == []
+    assert any("negative" in p or "< 0" in p for p in trace_problems(turn(stt_ms=-3.0), "s1"))
+    broken = turn()
+    del broken["user_text"]
+    assert any("user_text" in p for p in trace_problems(broken, "s1"))
+    assert any("s1" in p or "session" in p for p in trace_problems(turn(session_id="other"), "s1"))
+
+
+def test_memory_growth_flags_a_service_that_grew_or_died():
+    start = {"agent": {"rss_mb": 500.0, "alive": True}, "token_server": {"rss_mb": 60.0, "alive": True}}
+    end = {"agent": {"rss_mb": 950.0, "alive": True}, "token_server": {"rss_mb": 61.0, "alive": True}}
+    growth, failures = memory_growth(start, end, max_growth_mb=300)
+    assert growth["agent"]["rss_growth_mb"] == pytest.approx(450.0)
+    assert len(failures) == 1 and "agent" in failures[0]

@@ -23,10 +23,23 @@ def main() -> None:
         # help needs no configuration: show it with placeholders that are never used
         agent_cfg = AgentConfig(omni=OmniConfig(base_url="http://unset.invalid/v1"))
         engine_cfg = engine_config_from_env({"TTS_RANDOM_WEIGHTS": "0.6b"})
-    metrics_port = os.environ.get("AGENT_METRICS_PORT")
+    try:
+        metrics_port = _port("AGENT_METRICS_PORT")
+        health_port = _port("AGENT_HEALTH_PORT")
+    except ValueError as exc:
+        sys.exit(f"agent: configuration error: {exc}")
     server = make_server(SharedResources(agent_cfg, engine_cfg), agent_name=os.environ.get("AGENT_NAME", ""),
-                         metrics_port=int(metrics_port) if metrics_port else None)
+                         metrics_port=metrics_port, health_port=health_port)
     cli.run_app(server)
+
+
+def _port(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError(f"{name}={raw!r} is not a port number (1..65535)")
+    return int(raw)
 
 
 if __name__ == "__main__":

@@ -82,13 +82,17 @@ def _sent(pending: set[asyncio.Task]):
     return done
 
 
-def make_server(resources: SharedResources, agent_name: str = "", metrics_port: int | None = None) -> AgentServer:
-    """metrics_port: serve Prometheus /metrics there (livekit's metrics server, global registry)."""
+def make_server(resources: SharedResources, agent_name: str = "", metrics_port: int | None = None,
+                health_port: int | None = None) -> AgentServer:
+    """metrics_port: serve Prometheus /metrics there (livekit's metrics server, global registry).
+    health_port: livekit's health server (None: its default, 8081 in `start`, random in `dev`)."""
     metrics = AgentMetrics(registry=prometheus_client.REGISTRY) if metrics_port is not None else None
     if metrics is not None:
         metrics.register_engine(lambda: resources.engine.stats() if resources.loaded else {}, resources.load)
+    ports: dict[str, Any] = {"port": health_port} if health_port is not None else {}
     server = AgentServer(job_executor_type=JobExecutorType.THREAD, load_fnc=resources.load,
-                         setup_fnc=lambda proc: (resources.engine, resources.vad), prometheus_port=metrics_port)
+                         setup_fnc=lambda proc: (resources.engine, resources.vad), prometheus_port=metrics_port,
+                         **ports)
 
     @server.rtc_session(agent_name=agent_name)
     async def entrypoint(ctx: JobContext) -> None:

@@ -18,8 +18,8 @@
 # Settings: the README's environment variables (OMNI_*, TTS_*, LIVEKIT_*, TOKEN_SERVER_PORT,
 # DIRECT_PORT, ...) plus, for what this script starts: OMNI_LOCAL_PORT (8091: vLLM-Omni or the
 # stand-ins' router), WHISPER_PORT (8092), LLM_PORT (8093), LIVEKIT_PORT (7880),
-# AGENT_METRICS_PORT (LiveKit mode: the worker's /metrics, 8094), START_TIMEOUT_S (overrides every
-# health-check timeout), STOP_TIMEOUT_S (10).
+# AGENT_METRICS_PORT / AGENT_HEALTH_PORT (LiveKit mode: the worker's /metrics, 8094, and health
+# check, 8081), START_TIMEOUT_S (overrides every health-check timeout), STOP_TIMEOUT_S (10).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -164,7 +164,6 @@ check_port() {
   local what="$1" host="$2" port="$3" var="$4" owner fix
   if ! owner="$("$PY" "$PROBE" port "$host" "$port")"; then
     fix="stop that process, or give $what another port: $var=<free port> scripts/start_all.sh start"
-    [ -z "$var" ] && fix="stop that process (livekit-agents fixes this port)"
     fail "port $port ($what) is in use by $owner" "$fix"
   fi
 }
@@ -461,7 +460,7 @@ service_env() {
   )
   local var
   for var in OMNI_STT_STYLE OMNI_MODEL OMNI_STT_MODEL OMNI_PLAIN_STRING_CONTENT OMNI_SEND_MODALITIES \
-             LLM_MAX_TOKENS TTS_DEVICE LIVEKIT_URL AGENT_METRICS_PORT; do
+             LLM_MAX_TOKENS TTS_DEVICE LIVEKIT_URL AGENT_METRICS_PORT AGENT_HEALTH_PORT; do
     [ -n "${!var:-}" ] && SERVICE_ENV+=("$var=${!var}")
   done
   return 0
@@ -476,8 +475,8 @@ start_agent() {
     wait_healthy agent "http://$(client_host "$DIRECT_HOST"):$DIRECT_PORT/healthz" "$AGENT_TIMEOUT_S" "$fix"
   else
     launch agent env "${SERVICE_ENV[@]}" "$PY" -m agent start
-    # livekit's worker serves its health check on 8081 in production mode ("OK" once registered)
-    wait_healthy agent "http://127.0.0.1:8081/" "$AGENT_TIMEOUT_S" "$fix; the worker must reach LIVEKIT_URL=$LIVEKIT_URL"
+    # livekit's worker serves its health check on AGENT_HEALTH_PORT ("OK" once registered)
+    wait_healthy agent "http://127.0.0.1:$AGENT_HEALTH_PORT/" "$AGENT_TIMEOUT_S" "$fix; the worker must reach LIVEKIT_URL=$LIVEKIT_URL"
   fi
 }
 
@@ -564,7 +563,7 @@ cmd_start() {
   if [ "$MODE" = direct ]; then
     AGENT_METRICS_URL="http://$(client_host "$DIRECT_HOST"):$DIRECT_PORT/metrics"
   else
-    AGENT_METRICS_PORT="${AGENT_METRICS_PORT:-8094}"
+    AGENT_METRICS_PORT="${AGENT_METRICS_PORT:-8094}" AGENT_HEALTH_PORT="${AGENT_HEALTH_PORT:-8081}"
     AGENT_METRICS_URL="http://127.0.0.1:$AGENT_METRICS_PORT/metrics"
   fi
   choose_omni
@@ -575,7 +574,7 @@ cmd_start() {
   if [ "$MODE" = direct ]; then
     check_port "the direct-mode agent" "$DIRECT_HOST" "$DIRECT_PORT" DIRECT_PORT
   else
-    check_port "the LiveKit worker's health server" 0.0.0.0 8081 ""
+    check_port "the LiveKit worker's health server" 0.0.0.0 "$AGENT_HEALTH_PORT" AGENT_HEALTH_PORT
     check_port "the LiveKit worker's /metrics" 0.0.0.0 "$AGENT_METRICS_PORT" AGENT_METRICS_PORT
   fi
   [ "$START_LIVEKIT" = 1 ] && check_port "livekit-server" 127.0.0.1 "${LIVEKIT_PORT:-7880}" LIVEKIT_PORT
@@ -606,7 +605,7 @@ cmd_start() {
   if [ "$MODE" = direct ]; then
     HEALTH[agent]="http://$(client_host "$DIRECT_HOST"):$DIRECT_PORT/healthz"
   else
-    HEALTH[agent]="http://127.0.0.1:8081/"
+    HEALTH[agent]="http://127.0.0.1:$AGENT_HEALTH_PORT/"
   fi
   HEALTH[token_server]="$PAGE_URL/healthz"
   write_chosen

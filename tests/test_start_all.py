@@ -91,6 +91,7 @@ def run_env(tmp_path: Path) -> Iterator[dict[str, str]]:
            if not k.startswith(("OMNI_", "TTS_", "LIVEKIT_", "DIRECT_", "TOKEN_SERVER_", "AGENT_"))}
     env |= {"RUN_DIR": str(tmp_path / "run"), "TOKEN_SERVER_PORT": str(free_port()),
             "DIRECT_PORT": str(free_port()), "AGENT_TRACES_DIR": str(tmp_path / "traces"),
+            "AGENT_HEALTH_PORT": str(free_port()), "AGENT_METRICS_PORT": str(free_port()),
             "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home"), "STOP_TIMEOUT_S": "10"}
     yield env
     start_all("stop", env, timeout=60)
@@ -174,6 +175,20 @@ def test_missing_checkpoint_folder_fails_fast(run_env, fake_omni):
     assert_fails_fast(run_env, "TTS_MODEL=/no/such/folder: no such checkpoint folder")
 
 
+def test_unreachable_livekit_server_fails_fast(run_env, fake_omni):
+    run_env |= {"OMNI_BASE_URL": fake_omni.url, "LIVEKIT_URL": "ws://127.0.0.1:9",
+                "LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "secret"}
+    output = assert_fails_fast(run_env, "the LiveKit server LIVEKIT_URL=ws://127.0.0.1:9 is not reachable",
+                               "unset LIVEKIT_URL for direct mode")
+    assert "transport: livekit - LIVEKIT_URL is set" in output
+
+
+def test_livekit_url_without_its_key_pair_fails_fast(run_env, fake_omni):
+    run_env |= {"OMNI_BASE_URL": fake_omni.url, "LIVEKIT_URL": "ws://127.0.0.1:7880"}
+    assert_fails_fast(run_env, "LIVEKIT_URL is set (ws://127.0.0.1:7880) but LIVEKIT_API_KEY / LIVEKIT_API_SECRET "
+                               "are not")
+
+
 def test_port_in_use_fails_fast(run_env, fake_omni):
     run_env["OMNI_BASE_URL"] = fake_omni.url
     port = int(run_env["TOKEN_SERVER_PORT"])
@@ -240,4 +255,39 @@ def test_default_bringup_with_cpu_standins_soaks_10_turns(run_env, cpu_backends_
     report = soak(run_env, page, tmp_path / "soak.json", timeout=900)
     assert set(report["memory"]) == set(pids)
     assert all(t["user_text"] for t in report["turns"])  # Whisper heard words in every utterance
+
+    # and a person can talk to it in a browser: real Chromium, the page the README says to open
+    state = talk_in_chromium(page, "What time does the library open tomorrow", tmp_path)
+    assert state["mode"] == "direct" and state["errors"] == [], state["errors"]
+    heard = [t["text"].lower() for t in state["transcripts"] if t["role"] == "user"]
+    assert any("library" in text for text in heard), heard  # Whisper, not a script, heard the page's mic
+    assert state["turns"][0]["voice_to_voice_ms"] is not None and state["agentRmsMax"] > 0.02
+    assert state["testVoiceBanner"]  # the page warns that this is the random-weight test voice
     assert_stopped(run_env, pids)
+
+
+def talk_in_chromium(page_url: str, sentence: str, tmp_path: Path) -> dict:
+    """Open the page in Chromium with a WAV file as its microphone, press connect, say the sentence,
+    and return the page's state (window.S) once it shows a turn and heard the agent."""
+    from playwright.sync_api import sync_playwright
+
+    from agent.harness import speech_wav
+
+    spoken = speech_wav(sentence, tmp_path / "mic-speech.wav", rate=48000)
+    mic = tmp_path / "mic.wav"
+    subprocess.run(["sox", str(spoken), str(mic), "pad", "1.5", "6"], check=True)  # silence around it
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=[
+            "--disable-gpu", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}%noloop", "--autoplay-policy=no-user-gesture-required",
+            "--allow-loopback-in-peer-connection"])
+        try:
+            tab = browser.new_page()
+            tab.goto(page_url + "/")
+            tab.click("#connect")
+            tab.wait_for_function("window.S.turns.length >= 1 && window.S.agentRmsMax > 0.02", timeout=120_000)
+            state = tab.evaluate("window.S")
+            state["testVoiceBanner"] = tab.locator("#test-voice").is_visible()
+        finally:
+            browser.close()
+    return state

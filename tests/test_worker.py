@@ -59,6 +59,10 @@ def test_cli_help_needs_no_configuration_and_start_fails_fast_without_it():
     start_run = subprocess.run([sys.executable, "-m", "agent", "start"], capture_output=True, text=True, timeout=120,
                                env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert start_run.returncode != 0 and "OMNI_BASE_URL is not set" in start_run.stderr
+    bad_port = subprocess.run([sys.executable, "-m", "agent", "start"], capture_output=True, text=True, timeout=120,
+                              env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMNI_BASE_URL": "http://x:1/v1",
+                                   "TTS_RANDOM_WEIGHTS": "0.6b", "AGENT_HEALTH_PORT": "80a"})
+    assert bad_port.returncode != 0 and "AGENT_HEALTH_PORT='80a' is not a port number" in bad_port.stderr
 
 
 def test_worker_metrics_go_to_the_registry_livekit_serves(tiny_checkpoint):
@@ -67,8 +71,9 @@ def test_worker_metrics_go_to_the_registry_livekit_serves(tiny_checkpoint):
     agent_cfg = AgentConfig.from_env({"OMNI_BASE_URL": "http://127.0.0.1:9/v1"})
     resources = SharedResources(agent_cfg, EngineConfig(model=tiny_checkpoint, max_streams=2))
     try:
-        server = make_server(resources, metrics_port=0)
+        server = make_server(resources, metrics_port=0, health_port=9181)
         assert server._prometheus_port == 0
+        assert server._port == 9181  # AGENT_HEALTH_PORT: start_all.sh moves it off direct mode's 8081
         text = prometheus_client.generate_latest().decode()  # what livekit's /metrics returns
         assert "agent_turns_total" in text and "agent_active_sessions" in text
         assert "agent_engine_load 0.0" in text  # the engine is not loaded yet: zero load, no crash

@@ -92,6 +92,7 @@ class Soak:
                     self.barge_ins_missed += 1
             else:
                 await asyncio.sleep(self.rng.uniform(0.4, 1.2))  # a person's pause between turns
+            self._progress(i, utt, barging)
             mark = len(c.messages)
             ends_at = c.say(utt)
             barging = i < len(self.utterances) and (i + 1) % BARGE_IN_EVERY == 0
@@ -136,6 +137,18 @@ class Soak:
         self._timeout(f"{where}: the reply did not end within {self.max_reply_s:.0f} s; "
                       f"agent state {c.agent_state()}")
         return False
+
+    def _progress(self, i: int, utt: Utterance, barging: bool) -> None:
+        """One line per turn on stderr (a 100-turn soak runs for about an hour): what the last turn
+        measured and what comes next."""
+        records = self.turns()
+        last = records[-1] if records else {}
+        done = (f"last turn: v2v {last.get('voice_to_voice_ms')} ms"
+                f"{', interrupted' if last.get('interrupted') else ''}"
+                f"{', ERROR ' + str(last.get('error')) if last.get('error') is not None else ''}; ") if last else ""
+        print(f"[soak] {time.strftime('%H:%M:%S')} turn {i}/{len(self.utterances)}{' (barge-in)' if barging else ''}: "
+              f"{done}{len(self.failures)} failure(s) so far; saying {utt.text!r} ({utt.voice}, {utt.speed} wpm)",
+              file=sys.stderr, flush=True)
 
     def _client_v2v(self, spoken_until: float) -> None:
         first = next((t for t in self.client.voiced_at if t > spoken_until), None)

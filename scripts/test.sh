@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 
 # System tools the tests drive for real: espeak-ng + sox make test speech, chromium runs the
-# browser tests. Installed from Debian when missing (CI runs as root).
+# browser tests, g++ + cmake build llama.cpp for the CPU stand-ins (scripts/backends/install.sh).
+# Installed from Debian when missing (CI runs as root); each tool's package has the tool's name.
 missing=()
-for tool in espeak-ng sox chromium; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+for tool in espeak-ng sox chromium g++ cmake; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "[test.sh] installing ${missing[*]} (apt)"

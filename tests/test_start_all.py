@@ -291,3 +291,22 @@ def talk_in_chromium(page_url: str, sentence: str, tmp_path: Path) -> dict:
         finally:
             browser.close()
     return state
+
+
+LIVEKIT_VARS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+
+
+@pytest.mark.skipif(not all(os.environ.get(k) for k in LIVEKIT_VARS),
+                    reason="LiveKit mode needs a LiveKit server: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET "
+                           "(no livekit-server package exists on the registries this project's CI reaches)")
+def test_livekit_mode_bringup_soaks_10_turns_as_a_room_participant(run_env, fake_omni, tmp_path):
+    run_env |= {k: os.environ[k] for k in LIVEKIT_VARS} | {"OMNI_BASE_URL": fake_omni.url}
+    page = f"http://127.0.0.1:{run_env['TOKEN_SERVER_PORT']}"
+    started = start_all("start", run_env)
+    out = started.stdout + started.stderr
+    assert started.returncode == 0, out
+    assert "transport: livekit - LIVEKIT_URL is set" in out, out
+    pids = run_pids(Path(run_env["RUN_DIR"]))
+    report = soak(run_env, page, tmp_path / "soak.json", timeout=400)
+    assert report["mode"] == "livekit" and report["leaks"]["metrics"]["active_sessions"] == 0
+    assert_stopped(run_env, pids)

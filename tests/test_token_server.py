@@ -114,8 +114,11 @@ def _signed(claims: dict) -> str:
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
+# Built when the module is collected, checked when the test runs (minutes later in a full run):
+# the validity window is far wider than any test run.
 _NOW = int(time.time())
-_GOOD = {"iss": KEY, "sub": "u", "nbf": _NOW, "exp": _NOW + 600,
+_YEAR = 365 * 86400
+_GOOD = {"iss": KEY, "sub": "u", "nbf": _NOW, "exp": _NOW + _YEAR,
          "video": {"roomJoin": True, "room": "r", "canPublish": True, "canSubscribe": True}}
 
 
@@ -124,7 +127,7 @@ _GOOD = {"iss": KEY, "sub": "u", "nbf": _NOW, "exp": _NOW + 600,
     ("not-a-jwt", "malformed"),
     (jwt.encode(_GOOD, None, algorithm="none"), "malformed"),
     (_signed({k: v for k, v in _GOOD.items() if k != "exp"}), "malformed"),
-    (_signed({**_GOOD, "nbf": _NOW + 3600}), "not_yet_valid"),
+    (_signed({**_GOOD, "nbf": _NOW + _YEAR // 2}), "not_yet_valid"),
     (_signed({k: v for k, v in _GOOD.items() if k != "video"}), "missing_grants"),
     (_signed({**_GOOD, "video": {**_GOOD["video"], "roomJoin": False}}), "missing_grants"),
     (_signed({**_GOOD, "video": {**_GOOD["video"], "room": ""}}), "missing_grants"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -149,7 +150,9 @@ def test_underrun_accounting(tiny_checkpoint, monkeypatch):
         s = engine.open_stream(speaker="ryan", language="english", max_frames=3)
         utt = engine.executor  # noqa: F841  (engine alive)
         clock = iter([100.0, 100.05, 100.5])  # frame 0 at t0; frame 1 early; frame 2 late by 0.26 s
-        monkeypatch.setattr(utt_module.time, "monotonic", lambda: next(clock))
+        # only the utterance module's clock: patching time.monotonic itself would hand these three
+        # values to whatever else reads the clock meanwhile (the engine thread, asyncio, logging)
+        monkeypatch.setattr(utt_module, "time", SimpleNamespace(monotonic=lambda: next(clock)))
         from tts_engine.audio_packets import Packetizer
         from tts_engine.prompt import resolve_voice
         from tts_engine.text_input import IncrementalTokenizer

@@ -113,7 +113,8 @@ class LLMConfig:
     """How replies are sampled and how much conversation each request carries.
 
     history_max_turns: a turn is one user message plus the replies that follow it; the oldest
-        turns are dropped first. The system prompt and the newest user turn are always kept.
+        turns are dropped first, half the limit at a time so that consecutive requests share their
+        prefix (the server's prefix cache). The system prompt and the newest user turn are always kept.
     history_max_tokens: budget for the whole request (system prompt included), estimated as
         characters / 4; oldest turns are dropped until it fits (the newest turn is kept even if
         it alone is over budget).

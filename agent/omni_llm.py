@@ -47,6 +47,21 @@ def estimate_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(math.ceil(len(content_text(m.get("content"))) / 4) for m in messages)
 
 
+def first_kept_turn(n_turns: int, max_turns: int) -> int:
+    """Index of the oldest turn a request carries when the conversation has n_turns.
+
+    Dropping one turn per new turn would change the request's first turn every time, and the
+    server's prefix cache (vLLM's automatic prefix caching, llama.cpp's prompt cache) could reuse
+    nothing but the system prompt. So turns are dropped in blocks of half the limit: the start of
+    the history moves once per max_turns // 2 turns, and every request in between extends the
+    previous one. A request carries between max_turns - block + 1 and max_turns turns.
+    """
+    if n_turns <= max_turns:
+        return 0
+    block = max(1, max_turns // 2)
+    return -(-(n_turns - max_turns) // block) * block  # excess rounded up to whole blocks
+
+
 def build_messages(
     chat_ctx: llm.ChatContext, config: LLMConfig, *, plain_string_content: bool = False
 ) -> list[dict[str, Any]]:
@@ -71,7 +86,7 @@ def build_messages(
             turns.append([])
         turns[-1].append(msg)
 
-    kept = turns[-config.history_max_turns :]
+    kept = turns[first_kept_turn(len(turns), config.history_max_turns) :]
     # The newest turn stays even when it alone is over budget: answering without the user's
     # words would be worse than an over-long request.
     while len(kept) > 1 and estimate_tokens(head + [m for t in kept for m in t]) > config.history_max_tokens:

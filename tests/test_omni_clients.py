@@ -224,6 +224,19 @@ async def test_llm_history_bounded_by_turns() -> None:
     assert msgs[1]["content"].startswith("q8 ") and msgs[-1]["content"] == "newest"
 
 
+def test_history_is_dropped_in_blocks_so_requests_share_their_prefix() -> None:
+    from agent.omni_llm import first_kept_turn
+
+    starts = [first_kept_turn(n, 12) for n in range(1, 60)]
+    assert starts[:12] == [0] * 12  # up to the limit: everything
+    for n, start in enumerate(starts, start=1):
+        assert 7 <= n - start <= 12 or n <= 12  # never more than the limit, never under half of it
+    # the start moves in jumps of 6, so of every 6 requests 5 extend the one before (prefix reuse)
+    changes = [n for n in range(2, 60) if starts[n - 1] != starts[n - 2]]
+    assert changes == [13, 19, 25, 31, 37, 43, 49, 55]
+    assert [first_kept_turn(n, 1) for n in (1, 2, 5)] == [0, 1, 4]  # a limit of one: just the newest
+
+
 async def test_llm_history_bounded_by_tokens() -> None:
     fake = FakeOmni()
     async with served(fake) as url:

@@ -16,10 +16,10 @@ import json
 import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -51,6 +51,7 @@ SENTENCES = (
 )
 VOICES = ("en-us", "en+f3", "en+m3")
 SPEEDS = (140, 155, 170, 190)
+T = TypeVar("T")
 VOICED_RMS = 0.01  # incoming frames louder than this carry agent audio (the wire is silent otherwise)
 
 
@@ -247,15 +248,25 @@ async def agent_health(http: aiohttp.ClientSession, offer_url: str) -> dict[str,
         return None
 
 
+async def poll_until(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout_s: float) -> T:
+    """Probe every 0.25 s until done(result) or the timeout; the last result either way. Both
+    clients' leak checks wait like this for the agent's teardown after the hang-up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await probe()
+        if done(result) or time.monotonic() >= deadline:
+            return result
+        await asyncio.sleep(0.25)
+
+
 async def leak_check(http: aiohttp.ClientSession, offer_url: str, timeout_s: float) -> dict[str, Any]:
     """After the hang-up, the agent must drop to 0 peers and 0 engine streams (within its teardown)."""
-    deadline = time.monotonic() + timeout_s
-    health = None
-    while time.monotonic() < deadline:
-        health = await agent_health(http, offer_url)
-        if health and health.get("peers") == 0 and health.get("engine", {}).get("active_streams") == 0:
-            return {"healthz": health, "problems": []}
-        await asyncio.sleep(0.25)
+    def idle(h: dict[str, Any] | None) -> bool:
+        return h is not None and h.get("peers") == 0 and h.get("engine", {}).get("active_streams") == 0
+
+    health = await poll_until(lambda: agent_health(http, offer_url), idle, timeout_s)
+    if idle(health):
+        return {"healthz": health, "problems": []}
     if health is None:
         return {"healthz": None, "problems": ["the agent's /healthz did not answer after the call"]}
     return {"healthz": health, "problems": [

@@ -18,7 +18,8 @@ from typing import Any
 import aiohttp
 import numpy as np
 from livekit import rtc
-from soak_client import RATE, EventLog, Utterance
+from prometheus_client.parser import text_string_to_metric_families
+from soak_client import RATE, EventLog, Utterance, poll_until
 
 EVENTS_TOPIC = "agent-events"
 MIC_FRAME = RATE // 100  # 10 ms
@@ -109,32 +110,32 @@ class LiveKitClient(EventLog):
 
 
 def metric_value(text: str, name: str) -> float | None:
-    """The value of an unlabelled sample in Prometheus text format."""
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            try:
-                return float(line.split()[1])
-            except (IndexError, ValueError):
-                return None
-    return None
+    """The value of an unlabelled sample in Prometheus text format (None: absent or unparsable)."""
+    try:
+        samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    except ValueError:
+        return None
+    return next((sample.value for sample in samples if sample.name == name and not sample.labels), None)
 
 
 async def metrics_leak_check(http: aiohttp.ClientSession, metrics_url: str, timeout_s: float) -> dict[str, Any]:
     """After the hang-up the worker must report 0 active sessions and 0 engine streams."""
-    deadline = time.monotonic() + timeout_s
-    seen: dict[str, float | None] = {}
-    while time.monotonic() < deadline:
+    async def scrape() -> dict[str, float | None]:
         try:
             async with http.get(metrics_url) as resp:
                 text = await resp.text() if resp.status == 200 else ""
         except aiohttp.ClientError:
             text = ""
-        seen = {"active_sessions": metric_value(text, "agent_active_sessions"),
+        return {"active_sessions": metric_value(text, "agent_active_sessions"),
                 "active_streams": metric_value(text, "agent_engine_active_streams")}
-        if seen["active_sessions"] == 0 and seen["active_streams"] == 0:
-            return {"metrics": seen, "problems": []}
-        await asyncio.sleep(0.25)
-    if not any(v is not None for v in seen.values()):
+
+    def idle(seen: dict[str, float | None]) -> bool:
+        return seen["active_sessions"] == 0 and seen["active_streams"] == 0
+
+    seen = await poll_until(scrape, idle, timeout_s)
+    if idle(seen):
+        return {"metrics": seen, "problems": []}
+    if all(v is None for v in seen.values()):
         return {"metrics": seen, "problems": [f"the worker's {metrics_url} did not answer with agent metrics "
                                               "after the call (is AGENT_METRICS_PORT set?)"]}
     return {"metrics": seen, "problems": [

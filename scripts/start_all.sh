@@ -189,19 +189,18 @@ launch() {
   say "started $name (pid $pid), log $log"
 }
 
-# wait_healthy NAME URL TIMEOUT_S FIX [BEARER]
+# wait_healthy NAME TIMEOUT_S FIX: polls the service's URL in HEALTH (set by cmd_start, the one
+# place each health URL is written; status reads the same URLs back from chosen.env).
 wait_healthy() {
-  local name="$1" url="$2" timeout="${START_TIMEOUT_S:-$3}" fix="$4" bearer="${5:-}"
+  local name="$1" url="${HEALTH[$1]}" timeout="${START_TIMEOUT_S:-$2}" fix="$3"
   local deadline=$((SECONDS + timeout)) last=""
-  local args=("$url" --timeout 2)
-  [ -n "$bearer" ] && args+=(--bearer "$bearer")
   while :; do
     if ! service_pid "$name" > /dev/null; then
       printf '[start_all] ---- last lines of %s ----\n' "$LOG_DIR/$name.log" >&2
       tail -n 25 "$LOG_DIR/$name.log" >&2 || true
       fail "$name exited during start-up (log above: $LOG_DIR/$name.log)" "$fix"
     fi
-    if last="$(http_ok "${args[@]}")"; then
+    if last="$(http_ok "$url" --timeout 2)"; then
       say "$name is healthy ($url)"
       return 0
     fi
@@ -406,7 +405,7 @@ start_livekit() {
   [ "$port" != 7880 ] && args+=(--config-body "port: $port")
   [ "$KEYS_FROM" = environment ] && args+=(--keys "$LIVEKIT_API_KEY: $LIVEKIT_API_SECRET")
   launch livekit livekit-server "${args[@]}"
-  wait_healthy livekit "http://127.0.0.1:$port/" 60 "see the log; another LiveKit may hold its ports (7880-7882, UDP 50000+): LIVEKIT_PORT=<port>"
+  wait_healthy livekit 60 "see the log; another LiveKit may hold its ports (7880-7882, UDP 50000+): LIVEKIT_PORT=<port>"
 }
 
 check_external_livekit() {
@@ -419,7 +418,7 @@ check_external_livekit() {
 
 start_vllm_omni() {
   launch vllm_omni vllm serve "${OMNI_MODEL:-Qwen/Qwen3-Omni-30B-A3B-Instruct}" --omni --host 127.0.0.1 --port "$OMNI_LOCAL_PORT"
-  wait_healthy vllm_omni "$OMNI_BASE_URL/models" 1800 "see the log: the model must fit the GPU (an AWQ build needs less) and be downloadable or cached"
+  wait_healthy vllm_omni 1800 "see the log: the model must fit the GPU (an AWQ build needs less) and be downloadable or cached"
 }
 
 start_cpu_standins() {
@@ -440,12 +439,12 @@ start_cpu_standins() {
   local bpy="$BACKENDS_VENV/bin/python"
   launch whisper "$bpy" "$BACKENDS/whisper_server.py" --host 127.0.0.1 --port "$WHISPER_PORT"
   launch llm bash "$BACKENDS/run_llm.sh" --host 127.0.0.1 --port "$LLM_PORT"
-  wait_healthy whisper "http://127.0.0.1:$WHISPER_PORT/healthz" 180 "see the log; rerun scripts/backends/install.sh"
-  wait_healthy llm "http://127.0.0.1:$LLM_PORT/v1/models" 180 "see the log; rerun scripts/backends/install.sh"
+  wait_healthy whisper 180 "see the log; rerun scripts/backends/install.sh"
+  wait_healthy llm 180 "see the log; rerun scripts/backends/install.sh"
   launch omni_router "$bpy" "$BACKENDS/omni_router.py" --host 127.0.0.1 --port "$OMNI_LOCAL_PORT" \
     --stt "http://127.0.0.1:$WHISPER_PORT" --llm "http://127.0.0.1:$LLM_PORT"
   # the router's /healthz answers 200 only when both upstreams do
-  wait_healthy omni_router "http://127.0.0.1:$OMNI_LOCAL_PORT/healthz" 60 "see the log"
+  wait_healthy omni_router 60 "see the log"
 }
 
 # The environment every Python service gets: the choices on top of the caller's environment.
@@ -472,18 +471,18 @@ start_agent() {
   local fix="see the log; OMNI_* and TTS_* are described in the README's configuration table"
   if [ "$MODE" = direct ]; then
     launch agent env "${SERVICE_ENV[@]}" "$PY" -m agent.direct
-    wait_healthy agent "http://$(client_host "$DIRECT_HOST"):$DIRECT_PORT/healthz" "$AGENT_TIMEOUT_S" "$fix"
+    wait_healthy agent "$AGENT_TIMEOUT_S" "$fix"
   else
     launch agent env "${SERVICE_ENV[@]}" "$PY" -m agent start
     # livekit's worker serves its health check on AGENT_HEALTH_PORT ("OK" once registered)
-    wait_healthy agent "http://127.0.0.1:$AGENT_HEALTH_PORT/" "$AGENT_TIMEOUT_S" "$fix; the worker must reach LIVEKIT_URL=$LIVEKIT_URL"
+    wait_healthy agent "$AGENT_TIMEOUT_S" "$fix; the worker must reach LIVEKIT_URL=$LIVEKIT_URL"
   fi
 }
 
 start_token_server() {
   service_env
   launch token_server env "${SERVICE_ENV[@]}" "$PY" -m token_server
-  wait_healthy token_server "http://$(client_host "$TOKEN_SERVER_HOST"):$TOKEN_SERVER_PORT/healthz" 60 \
+  wait_healthy token_server 60 \
     "see the log; TOKEN_SERVER_* and WEB_DIR are in the README's configuration table"
 }
 

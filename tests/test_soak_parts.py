@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from soak_client import RATE, EventLog, Utterance  # noqa: E402
 from soak_livekit_client import MIC_FRAME, LiveKitClient, metric_value, metrics_leak_check  # noqa: E402
-from soak_report import memory_growth, trace_problems  # noqa: E402
+from soak_report import REQUIRED_KEYS, memory_growth, trace_problems  # noqa: E402
 
 METRICS_BUSY = """# HELP agent_active_sessions Conversations in progress
 # TYPE agent_active_sessions gauge
@@ -113,7 +113,6 @@ def turn(**overrides: object) -> dict[str, object]:
         "session_id": "s1", "turn_id": 1, "ts": 1.0, "user_text": "hi", "agent_text": "hello",
         "vad_to_stt_ms": 10.0, "stt_ms": 100.0, "llm_ttft_ms": 200.0, "tts_ttfa_ms": 50.0,
         "voice_to_voice_ms": 400.0, "interrupted": False, "cancel_to_silence_ms": None, "error": None}
-    from soak_report import REQUIRED_KEYS
     for key in REQUIRED_KEYS:
         record.setdefault(key, None)
     record.update(overrides)

@@ -318,3 +318,16 @@ def _split(frame: rtc.AudioFrame, max_samples: int) -> list[rtc.AudioFrame]:
     return [rtc.AudioFrame(data=pcm[i:i + max_samples].tobytes(), sample_rate=frame.sample_rate,
                            num_channels=1, samples_per_channel=len(pcm[i:i + max_samples]))
             for i in range(0, n, max_samples)]
+
+
+def silence_transport_on_cut(output: PacedAudioOutput, clear: Callable[[], None]) -> None:
+    """Empty the transport's own queue (`clear`) whenever the output is cleared or paused.
+
+    A barge-in empties the paced output; the wire must go silent too, not play out what the
+    transport already holds. A pause (the user may be talking over us) silences it the same way:
+    at most one frame of audio is lost if the agent then resumes."""
+    def on_playback(event: str, _t: float) -> None:
+        if event in ("cleared", "paused"):
+            clear()
+
+    output.add_playback_listener(on_playback)

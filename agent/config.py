@@ -96,3 +96,43 @@ def engine_config_from_env(env: dict[str, str] | None = None) -> EngineConfig:
         max_streams=int(e.get("TTS_MAX_STREAMS", "16")),
         cuda_graphs=None if graphs is None else graphs == "1",
         output_sample_rate=int(e.get("TTS_OUTPUT_RATE", "24000")))
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """The LiveKit worker process: its capacity, and where its health and metrics server listens."""
+
+    livekit_url: str = ""  # the server it registers with (livekit-agents reads LIVEKIT_URL itself too)
+    agent_name: str = ""  # "" = automatic dispatch to every new room; a name = explicit dispatch only
+    # conversations one worker takes: at this many it reports load 1.0 and the server sends new rooms
+    # to another worker (the engine's stream slots bound it too: TTS_MAX_STREAMS)
+    max_sessions: int = 4
+    host: str = "127.0.0.1"  # the health/metrics server's bind address (0.0.0.0 for a scraper elsewhere)
+    health_port: int = 8081  # GET /healthz and GET /metrics
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_sessions <= 1000:
+            raise ValueError(f"max_sessions (AGENT_MAX_SESSIONS) must be in 1..1000, got {self.max_sessions}")
+        if not 0 <= self.health_port <= 65535:
+            raise ValueError(f"health_port (AGENT_HEALTH_PORT) must be in 0..65535, got {self.health_port}")
+        if not self.host:
+            raise ValueError("host (AGENT_HOST) must not be empty")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> WorkerConfig:
+        e = os.environ if env is None else env
+        defaults = cls()
+        return cls(livekit_url=e.get("LIVEKIT_URL", ""), agent_name=e.get("AGENT_NAME", ""),
+                   max_sessions=_int(e, "AGENT_MAX_SESSIONS", defaults.max_sessions),
+                   host=e.get("AGENT_HOST") or defaults.host,
+                   health_port=_int(e, "AGENT_HEALTH_PORT", defaults.health_port))
+
+
+def _int(env: dict[str, str] | os._Environ[str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None

@@ -17,16 +17,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from livekit import rtc
 from livekit.agents import APIConnectOptions
 from livekit.agents import llm as lk_llm
 from livekit.agents import stt as lk_stt
 from livekit.agents import vad as lk_vad
-from livekit.agents.voice import Agent, AgentSession, io
+from livekit.agents.voice import Agent, AgentSession, io, room_io
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import silero
 
 from tts_engine import TTSEngine
 
+from .audio_output import PacedAudioOutput
 from .config import AgentConfig
 from .duplex import BargeIn, DuplexController
 from .echo_gate import EchoGate
@@ -110,29 +112,32 @@ class VoicePipeline:
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, audio_in: io.AudioInput | None = None, audio_out: io.AudioOutput | None = None,
-                    room: Any = None) -> None:
-        """Start on custom audio I/O (direct WebRTC, tests) or in a LiveKit room (RoomIO's I/O)."""
+    async def start(self, audio_out: PacedAudioOutput, audio_in: io.AudioInput | None = None,
+                    room: rtc.Room | None = None) -> None:
+        """Start with our own audio output, hearing `audio_in` (direct WebRTC, tests) or the room's
+        participant through RoomIO. The room's own audio output is never used (see room_audio.py)."""
         s = self.session
-        if room is None:
-            if audio_in is None or audio_out is None:
-                raise ValueError("give audio_in and audio_out, or a room")
+        if (audio_in is None) == (room is None):
+            raise ValueError("give exactly one of audio_in (custom transport) or room (RoomIO input)")
+        if audio_in is not None:
             s.input.audio = audio_in
-            s.output.audio = audio_out
+        s.output.audio = audio_out
         self._subscribe()
         agent = DuplexAgent(self.cfg.llm.system_prompt, self.controller)
-        await (s.start(agent) if room is None else s.start(agent, room=room))
+        if room is None:
+            await s.start(agent, record=False)
+        else:
+            # transcripts still go out on lk.transcription, unsynchronised: a synchronizer would wrap
+            # (and hide) our output, and the page shows transcripts from the agent-events topic
+            await s.start(agent, room=room, record=False, room_options=room_io.RoomOptions(
+                audio_output=False, text_output=room_io.TextOutputOptions(sync_transcription=False)))
         # the echo gate sits between whatever microphone the session got and its VAD/STT
-        assert s.input.audio is not None and s.output.audio is not None
+        assert s.input.audio is not None
         self.echo_gate = EchoGate(s.input.audio, self.cfg.echo)
         s.input.audio = self.echo_gate
-        output = s.output.audio
-        output.on("playback_started", lambda ev: self.tracer.playback_started())
-        output.on("playback_finished", self._on_playback_finished)
-        if hasattr(output, "add_frame_tap"):  # our paced output hands over each frame as it is played
-            output.add_frame_tap(self.echo_gate.observe_played)
-        else:  # a room's output: observe frames as they are captured (the gate's window absorbs the lead)
-            self.tts.on_frame = self.echo_gate.observe_played
+        audio_out.on("playback_started", lambda ev: self.tracer.playback_started())
+        audio_out.on("playback_finished", self._on_playback_finished)
+        audio_out.add_frame_tap(self.echo_gate.observe_played)  # each frame, as it is played
         self._started = True
         # the page shows this session's id and warns loudly when the voice is a random-weight test voice
         self._emit("session", {"session_id": self.session_id, "test_voice": self.tts.engine.is_test_voice,

@@ -70,7 +70,6 @@ class EngineTTS(tts.TTS):
         self.voice = voice or VoiceOptions()
         self.on_timing = on_timing  # the tracer's hook: called once per synthesis, also when cancelled
         self.on_stream_open = on_stream_open  # the duplex controller's hook: the live engine stream
-        self.on_frame: Callable[[rtc.AudioFrame], None] | None = None  # every frame pushed out
         self.active_streams: set[EngineSynthesizeStream] = set()
 
     @property
@@ -151,8 +150,6 @@ class EngineSynthesizeStream(tts.SynthesizeStream):
                 frame = rtc.AudioFrame(data=packet.tobytes(), sample_rate=packet.sample_rate, num_channels=1,
                                        samples_per_channel=len(packet.pcm))
                 output_emitter.push_frame(frame)
-                if plugin.on_frame is not None:
-                    plugin.on_frame(frame)
 
         stream_ready: asyncio.Future = asyncio.get_running_loop().create_future()
         tasks = [asyncio.create_task(forward_text(stream_ready), name="tts-forward-text"),

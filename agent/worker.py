@@ -1,77 +1,117 @@
-"""The LiveKit worker: joins rooms by dispatch and runs one VoicePipeline per room.
+"""The LiveKit worker: registers with a LiveKit server, joins rooms by dispatch and runs one
+VoicePipeline per room.
 
 Jobs run as THREADS of one worker process (JobExecutorType.THREAD), not as livekit's default
 separate processes: every session must share the ONE TTSEngine, i.e. one model copy and one GPU
-owner. The engine is thread-safe and serves each job's event loop without blocking it. The
-worker reports the engine's load (stream slots in use) so the LiveKit server dispatches new rooms
-to the least busy worker; run one worker per GPU machine to scale out.
+owner. The engine is loaded before the worker registers (`python -m agent start` does it), so a job
+never waits for a model and livekit's 10 s process-initialisation timeout never meets a real
+checkpoint; the setup function only hands out what is already loaded.
+
+Dispatch: the worker reports `WorkerState.load()` - the larger of the engine's stream slots in use
+and its sessions over AGENT_MAX_SESSIONS - and marks itself full at 1.0, so the LiveKit server,
+which picks among available workers weighted by 1 - load, sends new rooms to the others. Run one
+worker per GPU machine against one LiveKit deployment to scale out.
+
+Audio out goes through our own paced sink (room_audio.py) instead of RoomIO's, so a barge-in
+silences the room at once and its cut is timed like direct mode's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import prometheus_client
-from livekit.agents import AgentServer, JobContext, JobExecutorType
-from livekit.agents import vad as lk_vad
+from livekit import rtc
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType
 
-from tts_engine import EngineConfig, TTSEngine
-
-from .config import AgentConfig
+from .audio_output import PacedAudioOutput, silence_transport_on_cut
+from .config import WorkerConfig
 from .metrics import AgentMetrics
-from .pipeline import VoicePipeline, load_vad
+from .pipeline import VoicePipeline
+from .resources import SharedResources
+from .room_audio import RoomAudioSink
 
 log = logging.getLogger(__name__)
 
 EVENTS_TOPIC = "agent-events"  # data-channel topic of transcripts, state and per-turn latency
+SUBSCRIBE_WAIT_S = 5.0  # how long a new session waits for the user to subscribe to the agent's voice
 
 
-class SharedResources:
-    """Process-wide singletons, created once on first use: the TTS engine and the Silero model."""
+class WorkerState:
+    """What the worker process knows about itself: its sessions, its registration, its load."""
 
-    def __init__(self, agent_cfg: AgentConfig, engine_cfg: EngineConfig) -> None:
-        self.agent_cfg = agent_cfg
-        self.engine_cfg = engine_cfg
+    def __init__(self, resources: SharedResources, cfg: WorkerConfig,
+                 registry: prometheus_client.CollectorRegistry | None = None) -> None:
+        self.resources = resources
+        self.cfg = cfg
+        # one worker per process: its metrics go to the global registry, next to livekit's own
+        self.metrics = AgentMetrics(registry=registry if registry is not None else prometheus_client.REGISTRY)
+        self.metrics.register_engine(lambda: resources.engine.stats() if resources.loaded else {}, resources.load)
         self._lock = threading.Lock()
-        self._engine: TTSEngine | None = None
-        self._vad: lk_vad.VAD | None = None
+        self._sessions: set[str] = set()
+        self.worker_id: str | None = None  # set once the LiveKit server accepted the registration
+        self._connect_lock = threading.Lock()  # see connecting()
 
     @property
-    def engine(self) -> TTSEngine:
+    def sessions(self) -> int:
         with self._lock:
-            if self._engine is None:
-                self._engine = TTSEngine(self.engine_cfg)
-                if self._engine.is_test_voice:
-                    log.warning("TTS runs a RANDOM-WEIGHT TEST checkpoint (%s): the voice is noise, not speech",
-                                self._engine.loaded.name)
-            return self._engine
-
-    @property
-    def vad(self) -> lk_vad.VAD:
-        with self._lock:
-            if self._vad is None:
-                self._vad = load_vad(self.agent_cfg)
-            return self._vad
-
-    @property
-    def loaded(self) -> bool:
-        return self._engine is not None
+            return len(self._sessions)
 
     def load(self) -> float:
-        """0..1 for dispatch: the share of TTS stream slots in use (0 before the engine exists)."""
-        engine = self._engine
-        return engine.load() if engine is not None else 0.0
+        """0..1 for dispatch: 1.0 means full (no new job until a session ends)."""
+        return min(1.0, max(self.resources.load(), self.sessions / self.cfg.max_sessions))
 
-    def close(self) -> None:
+    def session_started(self, session_id: str) -> None:
         with self._lock:
-            if self._engine is not None:
-                self._engine.close()
-                self._engine = None
+            self._sessions.add(session_id)
+        self.metrics.session_started(session_id)
+
+    def session_ended(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.discard(session_id)
+        self.metrics.session_ended(session_id)
+
+    @contextlib.asynccontextmanager
+    async def connecting(self) -> AsyncIterator[None]:
+        """One room connection at a time per process. With livekit rtc 1.1.21, two rooms connecting
+        at once from two job threads can leave one connect callback unanswered; the FFI layer then
+        panics ("timed out waiting for ReadyForRoomEventRequest") and terminates the whole worker.
+        A connect takes ~0.1 s, so a burst of four rooms costs the last one ~0.3 s. Polled rather
+        than blocking in a thread, so a job cancelled while it waits never leaves the lock held."""
+        while not self._connect_lock.acquire(blocking=False):
+            await asyncio.sleep(0.01)
+        try:
+            yield
+        finally:
+            self._connect_lock.release()
+
+    def registered(self, worker_id: str) -> None:
+        log.info("registered with the LiveKit server as %s", worker_id)
+        self.worker_id = worker_id
+
+    def status(self, *, livekit_reachable: bool, draining: bool = False) -> tuple[bool, dict[str, Any]]:
+        """(healthy, body) for GET /healthz: healthy = engine ready, registered, server reachable."""
+        problems = []
+        if not self.resources.ready:
+            problems.append("the TTS engine and Silero are not loaded (yet)" if not self.resources.loaded
+                            else "the TTS engine is not running")
+        if self.worker_id is None:
+            problems.append("not registered with the LiveKit server (yet)")
+        if not livekit_reachable:
+            problems.append(f"the LiveKit server {self.cfg.livekit_url} does not answer")
+        if draining:
+            problems.append("draining: finishing its sessions, taking no new ones")
+        body = {"status": "ok" if not problems else "unavailable", "problems": problems,
+                "worker_id": self.worker_id, "agent_name": self.cfg.agent_name or None,
+                "sessions": self.sessions, "max_sessions": self.cfg.max_sessions, "load": round(self.load(), 3),
+                "engine": self.resources.engine.stats() if self.resources.loaded else None}
+        return not problems, body
 
 
 def _sent(pending: set[asyncio.Task]):
@@ -82,22 +122,32 @@ def _sent(pending: set[asyncio.Task]):
     return done
 
 
-def make_server(resources: SharedResources, agent_name: str = "", metrics_port: int | None = None,
-                health_port: int | None = None) -> AgentServer:
-    """metrics_port: serve Prometheus /metrics there (livekit's metrics server, global registry).
-    health_port: livekit's health server (None: its default, 8081 in `start`, random in `dev`)."""
-    metrics = AgentMetrics(registry=prometheus_client.REGISTRY) if metrics_port is not None else None
-    if metrics is not None:
-        metrics.register_engine(lambda: resources.engine.stats() if resources.loaded else {}, resources.load)
-    ports: dict[str, Any] = {"port": health_port} if health_port is not None else {}
-    server = AgentServer(job_executor_type=JobExecutorType.THREAD, load_fnc=resources.load,
-                         setup_fnc=lambda proc: (resources.engine, resources.vad), prometheus_port=metrics_port,
-                         **ports)
+def make_server(state: WorkerState) -> AgentServer:
+    resources, cfg = state.resources, state.cfg
+    server = AgentServer(
+        job_executor_type=JobExecutorType.THREAD, load_fnc=state.load, load_threshold=1.0,
+        # one warm job thread per session slot: a burst of rooms never waits for a thread, and
+        # livekit's estimate for jobs it has accepted but not started (threshold / idle threads)
+        # is then one session's share of the load, so a burst of max_sessions rooms is all taken
+        num_idle_processes=cfg.max_sessions,
+        # the engine is loaded before run_app; a job thread only picks up the shared objects
+        setup_fnc=lambda proc: (resources.engine, resources.vad),
+        # livekit's own health server answers "OK" before registration: ours (worker_health.py) is
+        # the one to ask; this one is kept off every public interface and off a fixed port
+        host="127.0.0.1", port=0)
+    server.on("worker_registered", lambda worker_id, _info: state.registered(worker_id))
 
-    @server.rtc_session(agent_name=agent_name)
+    @server.rtc_session(agent_name=cfg.agent_name)
     async def entrypoint(ctx: JobContext) -> None:
-        await ctx.connect()
+        async with state.connecting():
+            await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
         room = ctx.room
+        session_id = f"{room.name}-{ctx.job.id}"
+        state.session_started(session_id)
+
+        async def session_over() -> None:
+            state.session_ended(session_id)
+        ctx.add_shutdown_callback(session_over)
 
         sending: set[asyncio.Task] = set()
 
@@ -108,18 +158,31 @@ def make_server(resources: SharedResources, agent_name: str = "", metrics_port: 
             sending.add(task)
             task.add_done_callback(_sent(sending))
 
-        session_id = f"{room.name}-{ctx.job.id}"
-        on_event: Callable[[str, dict[str, Any]], None] = publish
-        if metrics is not None:
-            on_event = metrics.observer(session_id, then=publish)
-            metrics.session_started(session_id)
-
-            async def session_over() -> None:
-                metrics.session_ended(session_id)
-            ctx.add_shutdown_callback(session_over)
+        rate = resources.engine.config.output_sample_rate
+        sink = RoomAudioSink(rate)
+        output = PacedAudioOutput(sample_rate=rate, on_play=sink.push, label=f"PacedAudioOutput[{room.name}]")
+        silence_transport_on_cut(output, sink.clear)
+        on_event: Callable[[str, dict[str, Any]], None] = state.metrics.observer(session_id, then=publish)
         pipeline = VoicePipeline(resources.engine, resources.agent_cfg, resources.vad,
                                  session_id=session_id, on_event=on_event)
+        # shutdown callbacks run in order: stop the conversation, then its audio path
         ctx.add_shutdown_callback(pipeline.aclose)
-        await pipeline.start(room=room)
+        ctx.add_shutdown_callback(output.aclose)
+        ctx.add_shutdown_callback(sink.aclose)
+        # the session closes when the user hangs up (RoomIO: the linked participant left on purpose);
+        # the job must end then too, or the worker counts a session until the room times out
+        pipeline.session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
+        publication = await sink.publish(room)
+        await _wait_for_listener(publication, room.name)
+        await pipeline.start(audio_out=output, room=room)
 
     return server
+
+
+async def _wait_for_listener(publication: rtc.LocalTrackPublication, room_name: str) -> None:
+    """A greeting played before the user subscribed would be lost: give them a moment."""
+    try:
+        await asyncio.wait_for(publication.wait_for_subscription(), SUBSCRIBE_WAIT_S)
+    except TimeoutError:
+        log.warning("room %s: nobody subscribed to the agent's voice within %.0f s; starting anyway",
+                    room_name, SUBSCRIBE_WAIT_S)

@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # the clients pull in the agent package (torch): imported whe
 
     SoakClient = DirectClient | LiveKitClient
 
-BARGE_IN_EVERY = 5
+BARGE_IN_EVERY = 5  # default of --barge-in-every
 BARGE_IN_AFTER_S = 0.8  # after the agent starts speaking
 
 
@@ -64,7 +64,7 @@ class Soak:
     """One call of N turns; collects what went wrong in `failures` instead of stopping at the first."""
 
     def __init__(self, client: SoakClient, utterances: list[Utterance], turn_timeout_s: float,
-                 max_reply_s: float, seed: int) -> None:
+                 max_reply_s: float, seed: int, barge_in_every: int = BARGE_IN_EVERY) -> None:
         self.client = client
         self.utterances = utterances
         self.turn_timeout_s = turn_timeout_s
@@ -74,7 +74,11 @@ class Soak:
         self.timeouts = 0
         self.barge_ins_attempted = 0
         self.barge_ins_missed = 0  # the reply ended before our barge-in: nothing to interrupt
+        self.barge_in_every = barge_in_every
         self.client_v2v_ms: list[float] = []
+        # our speech onset -> the last agent audio frame to arrive after it, for each barge-in that
+        # talked over a speaking agent: the stop latency a person on this end hears
+        self.client_barge_in_ms: list[float] = []
 
     def turns(self) -> list[dict[str, Any]]:
         return [m.data for m in self.client.of_type("turn")]
@@ -95,7 +99,8 @@ class Soak:
             self._progress(i, utt, barging)
             mark = len(c.messages)
             ends_at = c.say(utt)
-            barging = i < len(self.utterances) and (i + 1) % BARGE_IN_EVERY == 0
+            onset_at = ends_at - utt.seconds + utt.speech_onset_s if barging else None
+            barging = i < len(self.utterances) and (i + 1) % self.barge_in_every == 0
             if barging:
                 barging = await self._reply_started(i, utt, mark)
                 if barging:
@@ -103,6 +108,8 @@ class Soak:
                     await asyncio.sleep(BARGE_IN_AFTER_S)
             elif await self._reply_finished(i, utt):
                 self._client_v2v(ends_at)
+            if onset_at is not None:
+                self._client_barge_in(onset_at, ends_at)
 
     async def _reply_started(self, i: int, utt: Utterance, mark: int) -> bool:
         """Wait until the agent speaks its reply to utterance i (messages after index `mark`)."""
@@ -155,6 +162,13 @@ class Soak:
         if first is not None:
             self.client_v2v_ms.append(round((first - spoken_until) * 1000, 1))
 
+    def _client_barge_in(self, onset_at: float, spoken_until: float) -> None:
+        """Agent audio arriving between our onset and our end is the cut reply still playing (its
+        next reply cannot start before we stop): the last such frame is when it went silent here."""
+        heard = [t for t in self.client.voiced_at if onset_at < t <= spoken_until]
+        if heard:
+            self.client_barge_in_ms.append(round((heard[-1] - onset_at) * 1000, 1))
+
     def _timeout(self, message: str) -> None:
         self.timeouts += 1
         self.failures.append(f"timeout: {message}")
@@ -181,7 +195,7 @@ def make_client(mode: str | None, args: argparse.Namespace) -> SoakClient:
         from soak_livekit_client import LiveKitClient
         if not args.metrics_url:
             raise SystemExit("soak: LiveKit mode needs the worker's /metrics for its leak check: start the system "
-                             "with scripts/start_all.sh (it sets AGENT_METRICS_PORT) or pass --metrics-url")
+                             "with scripts/start_all.sh (it records the URL) or pass --metrics-url (http://HOST:AGENT_HEALTH_PORT/metrics)")
         return LiveKitClient(args.metrics_url)
     raise SystemExit(f"soak: the token server reports an unknown mode {mode!r} (expected direct or livekit)")
 
@@ -200,7 +214,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         client = make_client(grant.get("mode"), args)
         mem_start = sample_memory(pids)
         started = time.monotonic()
-        run = Soak(client, utterances, args.turn_timeout, args.max_reply, args.seed)
+        run = Soak(client, utterances, args.turn_timeout, args.max_reply, args.seed, args.barge_in_every)
         try:
             await client.open(http, grant)
             await run.run()
@@ -247,7 +261,7 @@ def build_report(args: argparse.Namespace, mode: str, run: Soak, client: SoakCli
         "traces_complete": not problems and len(records) >= args.turns, "trace_problems": problems,
         "barge_ins": {"attempted": run.barge_ins_attempted, "missed_reply_already_over": run.barge_ins_missed,
                       "interrupted_turns": interrupted},
-        "latency": latency_summary(records, run.client_v2v_ms),
+        "latency": latency_summary(records, run.client_v2v_ms, run.client_barge_in_ms),
         "memory": growth, "leaks": leaks, "duration_s": round(duration, 1),
         "utterances": [{"text": u.text, "voice": u.voice, "speed": u.speed, "seconds": round(u.seconds, 2)}
                        for u in run.utterances],
@@ -273,9 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--leak-timeout", type=float, default=15.0, help="seconds for the agent to drop the call")
     ap.add_argument("--max-growth-mb", type=float, default=300.0, help="allowed memory growth per service")
     ap.add_argument("--seed", type=int, default=0, help="pauses between turns are random with this seed")
+    ap.add_argument("--barge-in-every", type=int, default=BARGE_IN_EVERY,
+                    help=f"talk over every Nth reply (default {BARGE_IN_EVERY}; 2 = every other turn)")
     args = ap.parse_args(argv)
     if args.turns < 1:
         ap.error("--turns must be >= 1")
+    if args.barge_in_every < 2:
+        ap.error("--barge-in-every must be >= 2 (a barge-in talks over the reply to the turn before)")
     args.base = (args.base or chosen_value(Path(args.run_dir), "PAGE_URL")
                  or f"http://127.0.0.1:{os.environ.get('TOKEN_SERVER_PORT', '8080')}")
     args.metrics_url = args.metrics_url or chosen_value(Path(args.run_dir), "AGENT_METRICS_URL")

@@ -53,6 +53,7 @@ VOICES = ("en-us", "en+f3", "en+m3")
 SPEEDS = (140, 155, 170, 190)
 T = TypeVar("T")
 VOICED_RMS = 0.01  # incoming frames louder than this carry agent audio (the wire is silent otherwise)
+ONSET_LEVEL = 0.01 * 32768  # the first sample of an utterance above this is where its speech starts
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,12 @@ class Utterance:
     @property
     def seconds(self) -> float:
         return len(self.pcm) / RATE
+
+    @property
+    def speech_onset_s(self) -> float:
+        """Where the speech starts in the clip (espeak-ng leaves a little silence before it)."""
+        voiced = np.flatnonzero(np.abs(self.pcm) > ONSET_LEVEL)
+        return float(voiced[0]) / RATE if voiced.size else 0.0
 
 
 def make_utterances(n: int, workdir: Path) -> list[Utterance]:

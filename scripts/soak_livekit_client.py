@@ -5,8 +5,8 @@ reads the agent's events from the "agent-events" data topic. Used by scripts/soa
 The microphone is paced the way a real one is: 10 ms frames captured in real time (silence when
 nothing is being said), so the agent's VAD sees a person in a quiet room.
 
-Leak check: LiveKit mode has no per-call /healthz; the worker's Prometheus /metrics (start_all.sh
-sets AGENT_METRICS_PORT) must drop to 0 active sessions and 0 engine streams after the hang-up.
+Leak check: LiveKit mode has no per-call /healthz; the worker's Prometheus /metrics (on
+AGENT_HEALTH_PORT, next to its /healthz) must drop to 0 active sessions and 0 engine streams after the hang-up.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ async def metrics_leak_check(http: aiohttp.ClientSession, metrics_url: str, time
         return {"metrics": seen, "problems": []}
     if all(v is None for v in seen.values()):
         return {"metrics": seen, "problems": [f"the worker's {metrics_url} did not answer with agent metrics "
-                                              "after the call (is AGENT_METRICS_PORT set?)"]}
+                                              "after the call (is the worker running, on AGENT_HEALTH_PORT?)"]}
     return {"metrics": seen, "problems": [
         f"after hanging up and {timeout_s:.0f} s: {seen['active_sessions']} session(s) and "
         f"{seen['active_streams']} engine stream(s) still active"]}

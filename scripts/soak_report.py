@@ -130,7 +130,8 @@ def trace_problems(rec: dict[str, Any], session_id: str | None) -> list[str]:
     return problems
 
 
-def latency_summary(records: list[dict[str, Any]], client_v2v_ms: list[float]) -> dict[str, Any]:
+def latency_summary(records: list[dict[str, Any]], client_v2v_ms: list[float],
+                    client_barge_in_ms: list[float] | None = None) -> dict[str, Any]:
     """Per-stage n/p50/p95/max from trace_stats, plus what the client itself measured."""
     loaded = LoadedTraces(files=["agent-events"], lines=[TraceLine(f"agent-events:{i}", r)
                                                          for i, r in enumerate(records, start=1)])
@@ -138,6 +139,8 @@ def latency_summary(records: list[dict[str, Any]], client_v2v_ms: list[float]) -
     stages = dict(summary["stages"])
     # end of our speech -> first agent audio at our end: includes both jitter buffers and the wire
     stages["client_voice_to_voice_ms"] = stage_stats(client_v2v_ms)
+    # our speech onset -> the last frame of the cut reply to arrive here: the stop latency we hear
+    stages["client_barge_in_to_silence_ms"] = stage_stats(client_barge_in_ms or [])
     return {"stages": stages, "interrupted": summary["interrupted"], "failed": summary["failed"],
             "barge_in_outcomes": summary["barge_in_outcomes"], "negative_durations": summary["negative_durations"]}
 

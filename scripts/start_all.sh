@@ -14,12 +14,12 @@
 # logs     follows run/logs/<service>.log (all of them without a service name).
 #
 # Run folder: $RUN_DIR (default run/ in the repo): pids/<service>.pid, logs/<service>.log,
-# chosen.env (what was chosen and why, and a generated direct-mode key pair; mode 0600).
-# Settings: the README's environment variables (OMNI_*, TTS_*, LIVEKIT_*, TOKEN_SERVER_PORT,
-# DIRECT_PORT, ...) plus, for what this script starts: OMNI_LOCAL_PORT (8091: vLLM-Omni or the
-# stand-ins' router), WHISPER_PORT (8092), LLM_PORT (8093), LIVEKIT_PORT (7880),
-# AGENT_METRICS_PORT / AGENT_HEALTH_PORT (LiveKit mode: the worker's /metrics, 8094, and health
-# check, 8081), START_TIMEOUT_S (overrides every health-check timeout), STOP_TIMEOUT_S (10).
+# chosen.env (what was chosen and why, and a generated key pair; mode 0600), livekit/livekit.yaml.
+# Settings: the README's environment variables (OMNI_*, TTS_*, LIVEKIT_*, AGENT_*, TOKEN_SERVER_PORT,
+# DIRECT_PORT, ...) plus, for what this script starts: AGENT_TRANSPORT (auto | livekit | direct),
+# OMNI_LOCAL_PORT (8091: vLLM-Omni or the stand-ins' router), WHISPER_PORT (8092), LLM_PORT (8093),
+# LIVEKIT_PORT (7880, and the two above it), LIVEKIT_BIND (127.0.0.1) and LIVEKIT_NODE_IP (LAN use),
+# START_TIMEOUT_S (overrides every health-check timeout), STOP_TIMEOUT_S (10).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -215,45 +215,88 @@ wait_healthy() {
 
 # ---- the choices ----------------------------------------------------------------------------------
 
-choose_transport() {
-  local have_key=0 have_secret=0
-  [ -n "${LIVEKIT_API_KEY:-}" ] && have_key=1
-  [ -n "${LIVEKIT_API_SECRET:-}" ] && have_secret=1
-  if [ "$have_key" != "$have_secret" ]; then
-    fail "only one of LIVEKIT_API_KEY / LIVEKIT_API_SECRET is set" \
-         "set both (the pair tokens are signed and verified with), or neither to have one generated (direct mode)"
+# A key pair for tokens (and for a LiveKit server started here): the caller's, else one generated
+# earlier and kept in chosen.env (so a restart keeps pages' tokens valid), else a new one.
+choose_key_pair() {
+  if [ -n "${LIVEKIT_API_KEY:-}" ] && [ -n "${LIVEKIT_API_SECRET:-}" ]; then
+    KEYS_FROM=environment
+  elif [ -n "$(chosen_get GENERATED_API_KEY || true)" ]; then
+    LIVEKIT_API_KEY="$(chosen_get GENERATED_API_KEY)"
+    LIVEKIT_API_SECRET="$(chosen_get GENERATED_API_SECRET)"
+    KEYS_FROM="generated earlier, reused from $CHOSEN"
+  else
+    LIVEKIT_API_KEY="key-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    LIVEKIT_API_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    KEYS_FROM="generated now, kept in $CHOSEN (mode 0600)"
   fi
+}
+
+# The project's LiveKit server (.tools/bin, from scripts/install_livekit.sh): installed now when Go
+# is there and it is missing (minutes, once). Fails (returns 1, with a warning) when it cannot be.
+local_livekit_server() {
+  local bin
+  bin="$(bash "$ROOT/scripts/install_livekit.sh" --path)"
+  [ -x "$bin" ] && return 0
+  if ! command -v go > /dev/null 2>&1; then
+    LIVEKIT_MISSING_WHY="no LiveKit server at $bin and no Go to build it (scripts/install_livekit.sh says how to get one)"
+    return 1
+  fi
+  say "installing the LiveKit server (scripts/install_livekit.sh -> $bin; the first build takes 3-5 minutes)"
+  if ! bash "$ROOT/scripts/install_livekit.sh" 2>&1 | tee -a "$LOG_DIR/livekit-install.log" | sed 's/^/[start_all]   /'; then
+    LIVEKIT_MISSING_WHY="building the LiveKit server failed (log: $LOG_DIR/livekit-install.log)"
+    return 1
+  fi
+}
+
+# AGENT_TRANSPORT=auto (default): an external LiveKit (LIVEKIT_URL), else the project's own LiveKit
+# server started here, else direct WebRTC. livekit / direct: that one or an error.
+choose_transport() {
+  local want="${AGENT_TRANSPORT:-auto}"
+  case "$want" in
+    auto | livekit | direct) ;;
+    *) fail "AGENT_TRANSPORT=$want is not a transport" "use auto (the default), livekit or direct" ;;
+  esac
+  if { [ -n "${LIVEKIT_API_KEY:-}" ] && [ -z "${LIVEKIT_API_SECRET:-}" ]; } ||
+     { [ -z "${LIVEKIT_API_KEY:-}" ] && [ -n "${LIVEKIT_API_SECRET:-}" ]; }; then
+    fail "only one of LIVEKIT_API_KEY / LIVEKIT_API_SECRET is set" \
+         "set both (the pair tokens are signed and verified with), or neither to have one generated"
+  fi
+  START_LIVEKIT=0
   if [ -n "${LIVEKIT_URL:-}" ]; then
+    [ "$want" = direct ] && fail "AGENT_TRANSPORT=direct but LIVEKIT_URL is set ($LIVEKIT_URL)" "unset one of them"
     if [ -z "${LIVEKIT_API_KEY:-}" ] || [ -z "${LIVEKIT_API_SECRET:-}" ]; then
       fail "LIVEKIT_URL is set ($LIVEKIT_URL) but LIVEKIT_API_KEY / LIVEKIT_API_SECRET are not" \
-           "export the key pair your LiveKit server verifies tokens with (livekit-server --dev: devkey / secret), or unset LIVEKIT_URL for direct mode"
+           "export the key pair your LiveKit server verifies tokens with, or unset LIVEKIT_URL to use the project's own server (or direct mode)"
     fi
-    MODE=livekit START_LIVEKIT=0 KEYS_FROM=environment
-    MODE_WHY="LIVEKIT_URL is set ($LIVEKIT_URL)"
-  elif command -v livekit-server > /dev/null 2>&1; then
+    MODE=livekit KEYS_FROM=environment
+    MODE_WHY="LIVEKIT_URL is set ($LIVEKIT_URL): an external LiveKit deployment"
+  elif [ "$want" != direct ] && local_livekit_server; then
     MODE=livekit START_LIVEKIT=1
-    LIVEKIT_URL="ws://127.0.0.1:${LIVEKIT_PORT:-7880}"
-    if [ -n "${LIVEKIT_API_KEY:-}" ] && [ -n "${LIVEKIT_API_SECRET:-}" ]; then
-      KEYS_FROM=environment
+    LIVEKIT_PORT="${LIVEKIT_PORT:-7880}" LIVEKIT_BIND="${LIVEKIT_BIND:-127.0.0.1}"
+    if [ "$LIVEKIT_BIND" = 0.0.0.0 ] || [ "$LIVEKIT_BIND" = "::" ]; then
+      [ -n "${LIVEKIT_NODE_IP:-}" ] || fail "LIVEKIT_BIND=$LIVEKIT_BIND needs LIVEKIT_NODE_IP" \
+        "set LIVEKIT_NODE_IP to this machine's LAN address: the one browsers on other machines reach"
+      LIVEKIT_URL="ws://$LIVEKIT_NODE_IP:$LIVEKIT_PORT"
     else
-      LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET=secret KEYS_FROM="livekit-server --dev defaults"
+      LIVEKIT_URL="ws://$LIVEKIT_BIND:$LIVEKIT_PORT"
     fi
-    MODE_WHY="no LIVEKIT_URL, but $(command -v livekit-server) is on PATH: starting it in dev mode at $LIVEKIT_URL"
+    choose_key_pair
+    MODE_WHY="no LIVEKIT_URL: starting the project's LiveKit server at $LIVEKIT_URL ($(bash "$ROOT/scripts/install_livekit.sh" --version))"
+  elif [ "$want" = livekit ]; then
+    fail "AGENT_TRANSPORT=livekit but there is no LiveKit server: $LIVEKIT_MISSING_WHY" \
+         "run bash scripts/install_livekit.sh (it says what it needs), set LIVEKIT_URL to a deployment, or use AGENT_TRANSPORT=direct"
   else
-    MODE=direct START_LIVEKIT=0
-    MODE_WHY="no LIVEKIT_URL and no livekit-server binary on PATH: the page talks WebRTC straight to the agent"
-    if [ -n "${LIVEKIT_API_KEY:-}" ] && [ -n "${LIVEKIT_API_SECRET:-}" ]; then
-      KEYS_FROM=environment
-    elif [ -n "$(chosen_get GENERATED_API_KEY || true)" ]; then
-      LIVEKIT_API_KEY="$(chosen_get GENERATED_API_KEY)"
-      LIVEKIT_API_SECRET="$(chosen_get GENERATED_API_SECRET)"
-      KEYS_FROM="generated earlier, reused from $CHOSEN"
+    MODE=direct
+    if [ "$want" = direct ]; then
+      MODE_WHY="AGENT_TRANSPORT=direct: the page talks WebRTC straight to the agent"
     else
-      LIVEKIT_API_KEY="dev-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-      LIVEKIT_API_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-      KEYS_FROM="generated now, kept in $CHOSEN (mode 0600)"
+      warn "LiveKit mode is not available: $LIVEKIT_MISSING_WHY"
+      MODE_WHY="no LIVEKIT_URL and no LiveKit server here: the page talks WebRTC straight to the agent"
     fi
+    choose_key_pair
   fi
+  # exported, never on a command line: every service started below inherits the pair
+  export LIVEKIT_API_KEY LIVEKIT_API_SECRET
   say "transport: $MODE - $MODE_WHY"
   say "token key pair: key $LIVEKIT_API_KEY, $KEYS_FROM"
 }
@@ -400,12 +443,11 @@ build_tiny_checkpoint() {
 # ---- the services ---------------------------------------------------------------------------------
 
 start_livekit() {
-  local port="${LIVEKIT_PORT:-7880}"
-  local args=(--dev --bind 127.0.0.1)
-  [ "$port" != 7880 ] && args+=(--config-body "port: $port")
-  [ "$KEYS_FROM" = environment ] && args+=(--keys "$LIVEKIT_API_KEY: $LIVEKIT_API_SECRET")
-  launch livekit livekit-server "${args[@]}"
-  wait_healthy livekit 60 "see the log; another LiveKit may hold its ports (7880-7882, UDP 50000+): LIVEKIT_PORT=<port>"
+  local args=("$RUN_DIR/livekit" --port "$LIVEKIT_PORT" --bind "$LIVEKIT_BIND")
+  [ -n "${LIVEKIT_NODE_IP:-}" ] && args+=(--node-ip "$LIVEKIT_NODE_IP")
+  # the key pair travels in the environment into a 0600 config file (scripts/livekit_server.sh)
+  launch livekit bash "$ROOT/scripts/livekit_server.sh" "${args[@]}"
+  wait_healthy livekit 60 "see the log; another LiveKit may hold its ports ($LIVEKIT_PORT-$((LIVEKIT_PORT + 2))): LIVEKIT_PORT=<port>"
 }
 
 check_external_livekit() {
@@ -413,7 +455,7 @@ check_external_livekit() {
   http_url="${http_url/#wss:/https:}"
   local answer
   answer="$(http_ok "${http_url%/}/" --timeout 5)" || fail "the LiveKit server LIVEKIT_URL=$LIVEKIT_URL is not reachable ($answer)" \
-    "start it (livekit-server --dev) or fix LIVEKIT_URL; unset LIVEKIT_URL for direct mode (no LiveKit server needed)"
+    "start it or fix LIVEKIT_URL; unset LIVEKIT_URL to use the project's own LiveKit server (or direct mode: AGENT_TRANSPORT=direct)"
 }
 
 start_vllm_omni() {
@@ -449,8 +491,8 @@ start_cpu_standins() {
 
 # The environment every Python service gets: the choices on top of the caller's environment.
 service_env() {
+  # LIVEKIT_API_KEY / LIVEKIT_API_SECRET are exported (choose_transport): never on a command line
   SERVICE_ENV=(
-    "LIVEKIT_API_KEY=$LIVEKIT_API_KEY" "LIVEKIT_API_SECRET=$LIVEKIT_API_SECRET"
     "OMNI_BASE_URL=$OMNI_BASE_URL" "TTS_MODEL=${TTS_MODEL:-}"
     "TOKEN_SERVER_HOST=$TOKEN_SERVER_HOST" "TOKEN_SERVER_PORT=$TOKEN_SERVER_PORT"
     "DIRECT_HOST=$DIRECT_HOST" "DIRECT_PORT=$DIRECT_PORT"
@@ -459,7 +501,7 @@ service_env() {
   )
   local var
   for var in OMNI_STT_STYLE OMNI_MODEL OMNI_STT_MODEL OMNI_PLAIN_STRING_CONTENT OMNI_SEND_MODALITIES \
-             LLM_MAX_TOKENS TTS_DEVICE LIVEKIT_URL AGENT_METRICS_PORT AGENT_HEALTH_PORT; do
+             LLM_MAX_TOKENS TTS_DEVICE LIVEKIT_URL AGENT_HOST AGENT_HEALTH_PORT; do
     [ -n "${!var:-}" ] && SERVICE_ENV+=("$var=${!var}")
   done
   return 0
@@ -474,7 +516,7 @@ start_agent() {
     wait_healthy agent "$AGENT_TIMEOUT_S" "$fix"
   else
     launch agent env "${SERVICE_ENV[@]}" "$PY" -m agent start
-    # livekit's worker serves its health check on AGENT_HEALTH_PORT ("OK" once registered)
+    # the worker's /healthz answers 200 once its engine is loaded and it is registered
     wait_healthy agent "$AGENT_TIMEOUT_S" "$fix; the worker must reach LIVEKIT_URL=$LIVEKIT_URL"
   fi
 }
@@ -562,8 +604,8 @@ cmd_start() {
   if [ "$MODE" = direct ]; then
     AGENT_METRICS_URL="http://$(client_host "$DIRECT_HOST"):$DIRECT_PORT/metrics"
   else
-    AGENT_METRICS_PORT="${AGENT_METRICS_PORT:-8094}" AGENT_HEALTH_PORT="${AGENT_HEALTH_PORT:-8081}"
-    AGENT_METRICS_URL="http://127.0.0.1:$AGENT_METRICS_PORT/metrics"
+    AGENT_HEALTH_PORT="${AGENT_HEALTH_PORT:-8081}"
+    AGENT_METRICS_URL="http://$(client_host "${AGENT_HOST:-127.0.0.1}"):$AGENT_HEALTH_PORT/metrics"
   fi
   choose_omni
   choose_tts
@@ -573,10 +615,12 @@ cmd_start() {
   if [ "$MODE" = direct ]; then
     check_port "the direct-mode agent" "$DIRECT_HOST" "$DIRECT_PORT" DIRECT_PORT
   else
-    check_port "the LiveKit worker's health server" 0.0.0.0 "$AGENT_HEALTH_PORT" AGENT_HEALTH_PORT
-    check_port "the LiveKit worker's /metrics" 0.0.0.0 "$AGENT_METRICS_PORT" AGENT_METRICS_PORT
+    check_port "the LiveKit worker's health and metrics server" "${AGENT_HOST:-127.0.0.1}" "$AGENT_HEALTH_PORT" AGENT_HEALTH_PORT
   fi
-  [ "$START_LIVEKIT" = 1 ] && check_port "livekit-server" 127.0.0.1 "${LIVEKIT_PORT:-7880}" LIVEKIT_PORT
+  if [ "$START_LIVEKIT" = 1 ]; then
+    check_port "the LiveKit server" "$LIVEKIT_BIND" "$LIVEKIT_PORT" LIVEKIT_PORT
+    check_port "the LiveKit server's WebRTC/TCP port (LIVEKIT_PORT+1)" "$LIVEKIT_BIND" "$((LIVEKIT_PORT + 1))" LIVEKIT_PORT
+  fi
   if [ "$OMNI_SOURCE" = cpu-standins ]; then
     check_port "the stand-ins' router" 127.0.0.1 "$OMNI_LOCAL_PORT" OMNI_LOCAL_PORT
     check_port "the Whisper server" 127.0.0.1 "$WHISPER_PORT" WHISPER_PORT
@@ -590,7 +634,7 @@ cmd_start() {
 
   SERVICES=() && declare -gA HEALTH=()
   if [ "$START_LIVEKIT" = 1 ]; then
-    SERVICES+=(livekit) && HEALTH[livekit]="http://127.0.0.1:${LIVEKIT_PORT:-7880}/"
+    SERVICES+=(livekit) && HEALTH[livekit]="http://$(client_host "$LIVEKIT_BIND"):$LIVEKIT_PORT/"
   fi
   case "$OMNI_SOURCE" in
     vllm-omni) SERVICES+=(vllm_omni) && HEALTH[vllm_omni]="$OMNI_BASE_URL/models" ;;
@@ -604,7 +648,7 @@ cmd_start() {
   if [ "$MODE" = direct ]; then
     HEALTH[agent]="http://$(client_host "$DIRECT_HOST"):$DIRECT_PORT/healthz"
   else
-    HEALTH[agent]="http://127.0.0.1:$AGENT_HEALTH_PORT/"
+    HEALTH[agent]="http://$(client_host "${AGENT_HOST:-127.0.0.1}"):$AGENT_HEALTH_PORT/healthz"
   fi
   HEALTH[token_server]="$PAGE_URL/healthz"
   write_chosen

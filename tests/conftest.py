@@ -75,3 +75,13 @@ def cpu_backends_venv(tmp_path_factory) -> str:
     if done.returncode != 0:
         pytest.fail(f"scripts/backends/install.sh failed (exit {done.returncode}):\n{log.read_text()[-4000:]}")
     return venv
+
+
+@pytest.fixture(scope="session")
+def livekit_server(tmp_path_factory):
+    """One real LiveKit server for the session (scripts/install_livekit.sh builds it when missing)."""
+    from livekit_fixtures import LiveKitServer
+
+    server = LiveKitServer(tmp_path_factory.mktemp("livekit")).start()
+    yield server
+    server.stop()

@@ -20,6 +20,7 @@ import base64
 import io
 import json
 import re
+import threading
 import time
 import uuid
 import wave
@@ -337,3 +338,31 @@ def _completion(model: str, text: str, messages: list[dict[str, Any]]) -> dict[s
         "choices": [choice],
         "usage": _usage(messages, len(re.findall(r"\S+", text))),
     }
+
+
+class FakeOmniThread:
+    """A FakeOmni on its own event loop in a background thread, for sync tests and for servers in
+    other processes (a worker, start_all's services) while the test's own loop is busy or absent."""
+
+    def __init__(self, fake: FakeOmni) -> None:
+        self.fake = fake
+        self.loop = asyncio.new_event_loop()
+        self.url = ""
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake-omni", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.url = self.loop.run_until_complete(self.fake.start())
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.fake.stop())
+
+    def __enter__(self) -> FakeOmniThread:
+        self._thread.start()
+        assert self._ready.wait(10), "the fake Omni server did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)

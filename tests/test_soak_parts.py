@@ -77,7 +77,7 @@ async def test_metrics_leak_check_without_metrics_says_how_to_get_them():
             result = await metrics_leak_check(http, url, timeout_s=0.3)
     finally:
         await runner.cleanup()
-    assert "AGENT_METRICS_PORT" in result["problems"][0]
+    assert "AGENT_HEALTH_PORT" in result["problems"][0]
 
 
 async def test_livekit_microphone_sends_speech_in_10ms_frames_then_silence():

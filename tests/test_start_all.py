@@ -1,7 +1,8 @@
 """scripts/start_all.sh for real: bad configuration fails fast with a clear message and leaves
 nothing behind; the full cycle start -> status -> restart -> 10-turn soak (scripts/soak.py over
-WebRTC) -> stop leaves no process of the run; and the default bring-up of a machine without a GPU
-(the real CPU stand-ins for Omni) passes the 10-turn soak too.
+direct WebRTC) -> stop leaves no process of the run; the default bring-up of a machine without a GPU
+(the real CPU stand-ins for Omni, LiveKit mode on the project's own server) passes the 10-turn soak
+as a room participant and talks to a browser; an external LiveKit deployment (LIVEKIT_URL) does too.
 
 Each test gets its own run folder (RUN_DIR) and free ports, so a developer's run/ is untouched.
 The fail-fast and full-cycle tests take STT + LLM from the fake Omni server, pointed at EXPLICITLY
@@ -12,7 +13,6 @@ the tiny test checkpoint even where a real one is cached.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import os
@@ -21,66 +21,31 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from fake_omni import FakeOmni
+from fake_omni import FakeOmni, FakeOmniThread
+from livekit_fixtures import free_port, free_port_block
 
 ROOT = Path(__file__).resolve().parents[1]
 START_ALL = ROOT / "scripts" / "start_all.sh"
 sys.path.insert(0, str(ROOT / "scripts"))
 from soak_client import SENTENCES  # noqa: E402
+from soak_report import chosen_value  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 FAIL_FAST_S = 30  # a bad configuration must be reported well before any health-check timeout
 
-NO_LIVEKIT_SERVER = pytest.mark.skipif(
-    shutil.which("livekit-server") is not None,
-    reason="a livekit-server on PATH makes start_all choose LiveKit mode; these soaks drive direct mode")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class FakeOmniThread:
-    """The fake Omni server on its own event loop in a background thread (the tests are sync)."""
-
-    def __init__(self) -> None:
-        sentences = itertools.cycle(SENTENCES)
-        # short replies: the tiny test voice speaks until its frame cap, ~3 s for two words
-        self.fake = FakeOmni(transcripts=lambda _wav: next(sentences), reply=lambda _m: "Sure thing.")
-        self.loop = asyncio.new_event_loop()
-        self.url = ""
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fake-omni", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.url = self.loop.run_until_complete(self.fake.start())
-        self._ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(self.fake.stop())
-
-    def __enter__(self) -> FakeOmniThread:
-        self._thread.start()
-        assert self._ready.wait(10), "the fake Omni server did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
 
 
 @pytest.fixture(scope="module")
 def fake_omni() -> Iterator[FakeOmniThread]:
-    with FakeOmniThread() as fake:
+    sentences = itertools.cycle(SENTENCES)
+    # short replies: the tiny test voice speaks until its frame cap, ~3 s for two words
+    with FakeOmniThread(FakeOmni(transcripts=lambda _wav: next(sentences), reply=lambda _m: "Sure thing.")) as fake:
         yield fake
 
 
@@ -91,7 +56,7 @@ def run_env(tmp_path: Path) -> Iterator[dict[str, str]]:
            if not k.startswith(("OMNI_", "TTS_", "LIVEKIT_", "DIRECT_", "TOKEN_SERVER_", "AGENT_"))}
     env |= {"RUN_DIR": str(tmp_path / "run"), "TOKEN_SERVER_PORT": str(free_port()),
             "DIRECT_PORT": str(free_port()), "AGENT_TRACES_DIR": str(tmp_path / "traces"),
-            "AGENT_HEALTH_PORT": str(free_port()), "AGENT_METRICS_PORT": str(free_port()),
+            "AGENT_HEALTH_PORT": str(free_port()), "LIVEKIT_PORT": str(free_port_block()),
             "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home"), "STOP_TIMEOUT_S": "10"}
     yield env
     start_all("stop", env, timeout=60)
@@ -177,9 +142,9 @@ def test_missing_checkpoint_folder_fails_fast(run_env, fake_omni):
 
 def test_unreachable_livekit_server_fails_fast(run_env, fake_omni):
     run_env |= {"OMNI_BASE_URL": fake_omni.url, "LIVEKIT_URL": "ws://127.0.0.1:9",
-                "LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "secret"}
+                "LIVEKIT_API_KEY": "key-1", "LIVEKIT_API_SECRET": "s" * 32}
     output = assert_fails_fast(run_env, "the LiveKit server LIVEKIT_URL=ws://127.0.0.1:9 is not reachable",
-                               "unset LIVEKIT_URL for direct mode")
+                               "unset LIVEKIT_URL to use the project's own LiveKit server")
     assert "transport: livekit - LIVEKIT_URL is set" in output
 
 
@@ -200,15 +165,14 @@ def test_port_in_use_fails_fast(run_env, fake_omni):
     assert "] started " not in output  # the check comes before anything starts
 
 
-@NO_LIVEKIT_SERVER
 def test_start_status_soak_stop(run_env, fake_omni, tmp_path):
-    run_env["OMNI_BASE_URL"] = fake_omni.url
+    run_env |= {"OMNI_BASE_URL": fake_omni.url, "AGENT_TRANSPORT": "direct"}
     run_dir, page = Path(run_env["RUN_DIR"]), f"http://127.0.0.1:{run_env['TOKEN_SERVER_PORT']}"
 
     started = start_all("start", run_env)
     out = started.stdout + started.stderr
     assert started.returncode == 0, out
-    assert "transport: direct" in out and "STT + LLM: external" in out, out
+    assert "transport: direct - AGENT_TRANSPORT=direct" in out and "STT + LLM: external" in out, out
     assert "RANDOM-WEIGHT TEST VOICE" in out, out  # the loud warning (the page shows it from test_voice)
     assert f"open {page}" in out, out
     assert stat.S_IMODE((run_dir / "chosen.env").stat().st_mode) == 0o600
@@ -235,30 +199,38 @@ def test_start_status_soak_stop(run_env, fake_omni, tmp_path):
     assert_stopped(run_env, pids)
 
 
-@NO_LIVEKIT_SERVER
 def test_default_bringup_with_cpu_standins_soaks_10_turns(run_env, cpu_backends_venv, tmp_path):
     """What a fresh machine without a GPU gets from the README's command: real Whisper base and
-    SmolLM2 (llama.cpp) behind the Omni API, the tiny test voice, direct mode."""
+    SmolLM2 (llama.cpp) behind the Omni API, the tiny test voice, and LiveKit mode on the project's
+    own LiveKit server (scripts/test.sh installed it; start_all would build it itself)."""
     run_env |= {"OMNI_LOCAL_PORT": str(free_port()), "WHISPER_PORT": str(free_port()), "LLM_PORT": str(free_port()),
                 "BACKENDS_VENV": cpu_backends_venv}
     page = f"http://127.0.0.1:{run_env['TOKEN_SERVER_PORT']}"
     started = start_all("start", run_env, timeout=900)
     out = started.stdout + started.stderr
     assert started.returncode == 0, out
-    assert "transport: direct" in out and "STT + LLM: cpu-standins" in out, out
+    assert "transport: livekit - no LIVEKIT_URL: starting the project's LiveKit server" in out, out
+    assert "STT + LLM: cpu-standins" in out, out
     assert "LLM_MAX_TOKENS=24" in out, out  # short replies: the test voice speaks ~0.4 s per character
-    pids = run_pids(Path(run_env["RUN_DIR"]))
-    assert set(pids) == {"whisper", "llm", "omni_router", "agent", "token_server"}, pids
+    run_dir = Path(run_env["RUN_DIR"])
+    pids = run_pids(run_dir)
+    assert set(pids) == {"livekit", "whisper", "llm", "omni_router", "agent", "token_server"}, pids
     status = start_all("status", run_env, timeout=60)
-    assert status.returncode == 0 and status.stdout.count(" healthy ") == 5, status.stdout
+    assert status.returncode == 0 and status.stdout.count(" healthy ") == 6, status.stdout
+    # the generated secret is in 0600 files only, never on a command line
+    secret = chosen_value(run_dir, "GENERATED_API_SECRET")
+    assert secret and len(secret) >= 32
+    assert stat.S_IMODE((run_dir / "livekit" / "livekit.yaml").stat().st_mode) == 0o600
+    assert not [p.pid for p in processes_of_run(str(run_dir)) if secret in " ".join(p.cmdline())]
 
     report = soak(run_env, page, tmp_path / "soak.json", timeout=900)
+    assert report["mode"] == "livekit" and report["leaks"]["metrics"]["active_sessions"] == 0
     assert set(report["memory"]) == set(pids)
     assert all(t["user_text"] for t in report["turns"])  # Whisper heard words in every utterance
 
     # and a person can talk to it in a browser: real Chromium, the page the README says to open
     state = talk_in_chromium(page, "What time does the library open tomorrow", tmp_path)
-    assert state["mode"] == "direct" and state["errors"] == [], state["errors"]
+    assert state["mode"] == "livekit" and state["errors"] == [], state["errors"]
     heard = [t["text"].lower() for t in state["transcripts"] if t["role"] == "user"]
     assert any("library" in text for text in heard), heard  # Whisper, not a script, heard the page's mic
     assert state["turns"][0]["voice_to_voice_ms"] is not None and state["agentRmsMax"] > 0.02
@@ -293,20 +265,28 @@ def talk_in_chromium(page_url: str, sentence: str, tmp_path: Path) -> dict:
     return state
 
 
-LIVEKIT_VARS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
-
-
-@pytest.mark.skipif(not all(os.environ.get(k) for k in LIVEKIT_VARS),
-                    reason="LiveKit mode needs a LiveKit server: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET "
-                           "(no livekit-server package exists on the registries this project's CI reaches)")
-def test_livekit_mode_bringup_soaks_10_turns_as_a_room_participant(run_env, fake_omni, tmp_path):
-    run_env |= {k: os.environ[k] for k in LIVEKIT_VARS} | {"OMNI_BASE_URL": fake_omni.url}
+def test_external_livekit_deployment_soaks_10_turns_as_a_room_participant(run_env, fake_omni, livekit_server,
+                                                                            tmp_path):
+    """LIVEKIT_URL + its key pair select a LiveKit deployment that start_all does not own."""
+    run_env |= livekit_server.env() | {"OMNI_BASE_URL": fake_omni.url}
     page = f"http://127.0.0.1:{run_env['TOKEN_SERVER_PORT']}"
     started = start_all("start", run_env)
     out = started.stdout + started.stderr
     assert started.returncode == 0, out
     assert "transport: livekit - LIVEKIT_URL is set" in out, out
     pids = run_pids(Path(run_env["RUN_DIR"]))
+    assert set(pids) == {"agent", "token_server"}, pids  # the deployment is not ours to start or stop
     report = soak(run_env, page, tmp_path / "soak.json", timeout=400)
     assert report["mode"] == "livekit" and report["leaks"]["metrics"]["active_sessions"] == 0
+    assert report["latency"]["stages"]["client_barge_in_to_silence_ms"]["n"] >= 1  # heard at the participant
     assert_stopped(run_env, pids)
+
+
+@pytest.mark.parametrize("extra,expected", [
+    ({"AGENT_TRANSPORT": "carrier-pigeon"}, "AGENT_TRANSPORT=carrier-pigeon is not a transport"),
+    ({"AGENT_TRANSPORT": "direct", "LIVEKIT_URL": "ws://127.0.0.1:9", "LIVEKIT_API_KEY": "k",
+      "LIVEKIT_API_SECRET": "s" * 32}, "AGENT_TRANSPORT=direct but LIVEKIT_URL is set"),
+])
+def test_bad_transport_choice_fails_fast(run_env, fake_omni, extra, expected):
+    run_env |= {"OMNI_BASE_URL": fake_omni.url, **extra}
+    assert_fails_fast(run_env, expected)

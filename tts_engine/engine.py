@@ -90,6 +90,12 @@ class TTSEngine:
             pass
         return self._waveform(stream), 24000
 
+    @property
+    def running(self) -> bool:
+        """True while the engine thread serves streams: False once closed or crashed (health checks)."""
+        with self._lock:
+            return not self._closed and self._fatal is None and self._thread.is_alive()
+
     def load(self) -> float:
         """0..1: the share of stream slots in use (what an agent worker reports for dispatch)."""
         with self._lock:

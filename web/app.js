@@ -161,7 +161,9 @@ async function connectLiveKit(tok, mic) {
   } catch (e) {
     throw new Error("LiveKit server unreachable or token rejected: " + e.message);
   }
-  await room.localParticipant.publishTrack(mic.getAudioTracks()[0]);
+  // Source Microphone: the agent (livekit-agents' RoomIO) listens to microphone tracks only; a raw
+  // MediaStreamTrack is published as "Unknown" unless it is named here
+  await room.localParticipant.publishTrack(mic.getAudioTracks()[0], { source: LK.Track.Source.Microphone });
   setStatus("connected");
   return { close() { stops.forEach((stop) => stop()); room.disconnect(); } };
 }

@@ -14,7 +14,7 @@ import sys
 from aiohttp import web
 
 from ..config import AgentConfig, engine_config_from_env
-from ..worker import SharedResources
+from ..resources import SharedResources
 from .config import DirectServerConfig
 from .server import make_app
 

@@ -22,7 +22,7 @@ from livekit.agents import vad as lk_vad
 
 from tts_engine import TTSEngine
 
-from ..audio_output import PacedAudioOutput
+from ..audio_output import PacedAudioOutput, silence_transport_on_cut
 from ..config import AgentConfig
 from ..metrics import AgentMetrics
 from ..pipeline import VoicePipeline
@@ -49,7 +49,7 @@ class DirectPeer:
         self.track = OutgoingAudioTrack()
         self.output = PacedAudioOutput(sample_rate=engine.config.output_sample_rate, on_play=self.track.push,
                                        label=f"PacedAudioOutput[{peer_id}]")
-        self.output.add_playback_listener(self._on_playback)
+        silence_transport_on_cut(self.output, self.track.clear)
         self.events = EventChannel(on_bye=lambda: self.close_soon("bye"))
         # every event goes to the page; the metrics see it on the way (a metrics failure never drops one)
         self.metrics = metrics
@@ -114,13 +114,6 @@ class DirectPeer:
             self.close_soon(f"connection_{state}")
         elif state == "disconnected" and self._grace_task is None:
             self._grace_task = self._spawn(self._close_after_grace(), "grace")
-
-    def _on_playback(self, event: str, _t: float) -> None:
-        # a barge-in empties the paced output; the wire must go silent too, not play out what the
-        # track already holds. A pause (the user may be talking over us) silences it the same way;
-        # at most 40 ms of audio is lost if the agent then resumes.
-        if event in ("cleared", "paused"):
-            self.track.clear()
 
     # ---- background work -----------------------------------------------------------------------
 

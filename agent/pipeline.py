@@ -186,10 +186,9 @@ class VoicePipeline:
 
     def _on_agent_state(self, ev: Any) -> None:
         if ev.new_state == "listening":
-            self.tracer.agent_idle()
-            turn = self.tracer.turn
-            if turn is not None:  # the assistant message normally follows at once; never wait forever
-                asyncio.get_running_loop().call_later(STALE_TURN_S, self.tracer.close_if_stale, turn.turn_id)
+            due = self.tracer.agent_idle()
+            if due is not None:  # the assistant message normally follows at once; never wait forever
+                asyncio.get_running_loop().call_later(STALE_TURN_S, self.tracer.close_if_stale, due)
         self._emit("agent_state", {"state": ev.new_state})
 
     def _on_transcribed(self, ev: Any) -> None:

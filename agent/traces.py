@@ -220,11 +220,16 @@ class TurnTracer:
             self._write(self.closing, "barge_in")
             self.closing = None
 
-    def agent_idle(self) -> None:
-        """The agent is listening again. A turn that failed gets no assistant message: close it now."""
+    def agent_idle(self) -> int | None:
+        """The agent is listening again. A turn that failed gets no assistant message: close it now.
+        Returns the id of a turn whose reply was under way (its assistant message is due at once),
+        for `close_if_stale`; None when no reply was: a turn a barge-in just opened is still being
+        spoken by the user and must not be timed out while they talk."""
         t = self.turn
         if t is not None and t.errors and (t.llm_started_at is not None or t.stt_done_at is not None):
             self.close(reason="error")
+            return None
+        return self.turn.turn_id if self.turn is not None and self._replying() else None
 
     def close_if_stale(self, turn_id: int) -> None:
         """Close a turn that is still waiting for an agent message which is not coming."""

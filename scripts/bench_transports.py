@@ -58,20 +58,20 @@ def free_port(block: int = 1) -> int:
     raise RuntimeError("no free ports")
 
 
-def run_mode(mode: str, omni_url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def run_mode(mode: str, omni_url: str, args: argparse.Namespace, work: Path, keep: Path) -> dict[str, Any]:
     run_dir = work / f"run-{mode}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "AGENT_", "DIRECT_", "TOKEN_SERVER_"))}
     env |= {"AGENT_TRANSPORT": mode, "RUN_DIR": str(run_dir), "OMNI_BASE_URL": omni_url,
             "TOKEN_SERVER_PORT": str(free_port()), "DIRECT_PORT": str(free_port()),
             "AGENT_HEALTH_PORT": str(free_port()), "LIVEKIT_PORT": str(free_port(3)),
-            "AGENT_TRACES_DIR": str(work / f"traces-{mode}"), "HF_HUB_OFFLINE": "1"}
+            "AGENT_TRACES_DIR": str(keep / f"traces-{mode}"), "HF_HUB_OFFLINE": "1"}
     start_all = ["bash", str(ROOT / "scripts" / "start_all.sh")]
     print(f"[bench_transports] {mode}: starting the system (scripts/start_all.sh start)", file=sys.stderr, flush=True)
     started = subprocess.run([*start_all, "start"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     if started.returncode != 0:
         raise SystemExit(f"bench_transports: start_all failed in {mode} mode:\n{started.stdout}{started.stderr}")
     try:
-        report_path = work / f"soak-{mode}.json"
+        report_path = keep / f"soak-{mode}.json"  # kept: every turn's trace record, for a second look
         print(f"[bench_transports] {mode}: soak of {args.turns} turns", file=sys.stderr, flush=True)
         soak = subprocess.run([sys.executable, str(ROOT / "scripts" / "soak.py"), "--turns", str(args.turns),
                                "--barge-in-every", str(args.barge_in_every), "--json", str(report_path),
@@ -104,11 +104,13 @@ def main() -> int:
         ap.error(f"--modes takes {', '.join(MODES)}")
 
     results: dict[str, Any] = {}
+    keep = Path(args.json).resolve().parent / (Path(args.json).stem + "-soaks")
+    keep.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-transports-") as tmp:
         work = Path(tmp)
         if args.omni_url:
             for mode in modes:
-                results[mode] = run_mode(mode, args.omni_url, args, work)
+                results[mode] = run_mode(mode, args.omni_url, args, work, keep)
         else:
             from fake_omni import FakeOmni, FakeOmniThread
             from soak_client import SENTENCES
@@ -117,7 +119,7 @@ def main() -> int:
             fake = FakeOmni(transcripts=lambda _wav: next(sentences), reply=lambda _m: "Sure thing, here it is.")
             with FakeOmniThread(fake) as omni:
                 for mode in modes:
-                    results[mode] = run_mode(mode, omni.url, args, work)
+                    results[mode] = run_mode(mode, omni.url, args, work, keep)
 
     out = {"date": time.strftime("%Y-%m-%d"), "turns": args.turns, "barge_in_every": args.barge_in_every,
            "omni": args.omni_url or "fake", "results": results}
@@ -128,7 +130,7 @@ def main() -> int:
     for mode in modes:
         if not results[mode]["passed"]:
             print(f"{mode}: soak FAILED: {results[mode]['failures']}")
-    print(f"report: {args.json}")
+    print(f"report: {args.json} (each transport's soak report and plot in {keep})")
     return 0 if all(results[m]["passed"] for m in modes) else 1
 
 

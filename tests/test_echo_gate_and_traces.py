@@ -94,3 +94,30 @@ def test_barge_in_closes_the_cut_turn_with_its_spoken_text(tmp_path):
     (cut,) = tracer.records
     assert cut["interrupted"] and cut["cancel_to_silence_ms"] == 4.2 and cut["agent_text"] == "Once upon"
     assert tracer.turn is not None and tracer.turn.opened_by == "barge_in"
+
+
+def test_a_turn_opened_by_a_barge_in_is_not_timed_out_while_the_user_still_talks():
+    """The cut makes the agent listen at once; the user's turn is just starting. Only a turn whose
+    reply was under way may be closed for want of an assistant message (the 100-turn soak with a
+    barge-in every other turn lost turns this way when the user spoke for more than 2 s)."""
+    tracer = TurnTracer("s", None)
+    tracer.user_speech_ended()
+    tracer.stt_finished(5.0, "tell me a story")
+    tracer.llm_started()
+    tracer.playback_started()
+    tracer.barge_in(4.2, "cut")
+    assert tracer.agent_idle() is None  # the new turn has no reply yet: nothing is due
+    tracer.agent_message("Once", interrupted=True)
+    tracer.user_speech_ended()
+    tracer.stt_finished(5.0, "wait stop")
+    tracer.llm_started()  # its reply starts: a stale timer armed at the cut would close it here
+    tracer.tts_timing("b", time.monotonic(), time.monotonic(), None)
+    tracer.playback_started()
+    due = tracer.agent_idle()
+    assert due == tracer.turn.turn_id  # now the assistant message is due
+    tracer.agent_message("Sure.", interrupted=False)
+    cut, answered = tracer.records
+    assert answered["agent_text"] == "Sure." and answered["closed_by"] == "done"
+    assert answered["tts_ttfa_ms"] is not None and answered["voice_to_voice_ms"] is not None
+    tracer.close_if_stale(due)  # the timer firing late changes nothing
+    assert len(tracer.records) == 2

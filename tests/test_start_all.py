@@ -290,3 +290,14 @@ def test_external_livekit_deployment_soaks_10_turns_as_a_room_participant(run_en
 def test_bad_transport_choice_fails_fast(run_env, fake_omni, extra, expected):
     run_env |= {"OMNI_BASE_URL": fake_omni.url, **extra}
     assert_fails_fast(run_env, expected)
+
+
+def test_without_go_or_a_livekit_server_auto_falls_back_to_direct_mode(run_env, tmp_path):
+    """No binary in the tool folder and no Go to build one: a warning says why, and direct mode runs
+    (here it stops at the unreachable Omni endpoint, right after the choice is printed)."""
+    run_env |= {"TOOLS_DIR": str(tmp_path / "no-tools"), "OMNI_BASE_URL": "http://127.0.0.1:9/v1",
+                "PATH": os.pathsep.join(p for p in run_env["PATH"].split(os.pathsep)
+                                        if not (Path(p) / "go").exists())}
+    output = assert_fails_fast(run_env, "OMNI_BASE_URL=http://127.0.0.1:9/v1 is not reachable")
+    assert "WARNING: LiveKit mode is not available: no LiveKit server at" in output, output
+    assert "transport: direct - no LIVEKIT_URL and no LiveKit server here" in output, output

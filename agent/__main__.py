@@ -13,6 +13,7 @@ import sys
 from livekit.agents import cli
 
 from .config import AgentConfig, WorkerConfig, engine_config_from_env
+from .engine_watch import EXIT_ENGINE_DEAD, EngineWatch
 from .omni_config import OmniConfig
 from .resources import SharedResources
 from .worker import WorkerState, make_server
@@ -57,7 +58,15 @@ def main() -> None:
             state.resources.load_all()  # before registering: a job must never wait for a model
         finally:
             root.removeHandler(loading_log)
+        # a dead engine: the worker already reports itself full; leave at once for the supervisor
+        # (draining would keep voiceless sessions open until their users hang up)
+        EngineWatch(lambda: state.resources.ready, _exit_engine_dead).start()
     cli.run_app(server)
+
+
+def _exit_engine_dead() -> None:
+    logging.shutdown()
+    os._exit(EXIT_ENGINE_DEAD)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,14 @@ from livekit.agents import (
 
 from .hooks import PipelineHooks
 from .omni_config import LLMConfig, OmniConfig
-from .omni_stt import is_text_chunk, make_client, text_delta, to_api_error, truncated_stream_error
+from .omni_stt import (
+    is_text_chunk,
+    make_client,
+    queue_wait_ms,
+    text_delta,
+    to_api_error,
+    truncated_stream_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +235,9 @@ class OmniLLMStream(llm.LLMStream):
         try:
             stream = await self._llm._client.chat.completions.create(**kwargs)
             stage = "stream"
+            queue_ms = queue_wait_ms(stream.response.headers)
+            if hooks is not None and queue_ms is not None:
+                hooks.llm_queued(queue_ms)
             async with stream:
                 async for chunk in stream:
                     text, done = text_delta(chunk)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any, cast
 
 import openai
@@ -31,6 +32,9 @@ from openai.types.chat import ChatCompletionChunk
 
 from .hooks import PipelineHooks
 from .omni_config import OmniConfig
+
+# what a queueing server in front of the models says about a request's wait (scripts/backends/omni_router.py)
+QUEUE_WAIT_HEADER = "X-Queue-Wait-Ms"
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,14 @@ def is_text_chunk(chunk: ChatCompletionChunk) -> bool:
     base64 WAV in delta.content and must never be read as text. Servers without the tag
     (llama.cpp, plain vLLM) send text only."""
     return (chunk.model_extra or {}).get("modality") in (None, "text")
+
+
+def queue_wait_ms(headers: Mapping[str, str]) -> float | None:
+    """How long the server says the request queued (the CPU stand-ins' router sends it), or None."""
+    try:
+        return round(float(headers[QUEUE_WAIT_HEADER]), 1)
+    except (KeyError, ValueError):
+        return None
 
 
 def text_delta(chunk: ChatCompletionChunk) -> tuple[str, bool]:
@@ -119,6 +131,7 @@ class OmniSTT(stt.STT):
         self._client = client or make_client(config)
         self._owns_client = client is None
         self.last_request_ms: float | None = None
+        self._queue_ms: float | None = None  # the latest request's wait at a busy server, if it said
 
     @property
     def config(self) -> OmniConfig:
@@ -151,6 +164,7 @@ class OmniSTT(stt.STT):
 
         t0 = time.perf_counter()
         text, error = "", None
+        self._queue_ms = None
         try:
             if self._cfg.stt_style == "chat_audio":
                 text = await self._chat_audio(wav, lang)
@@ -162,7 +176,7 @@ class OmniSTT(stt.STT):
         finally:
             self.last_request_ms = (time.perf_counter() - t0) * 1000.0
             if self.hooks is not None:
-                self.hooks.stt_finished(self.last_request_ms, text.strip(), error)
+                self.hooks.stt_finished(self.last_request_ms, text.strip(), error, self._queue_ms)
         logger.debug("transcribed %d WAV bytes in %.0f ms: %r", len(wav), self.last_request_ms, text)
         return _final(text.strip(), lang)
 
@@ -185,6 +199,7 @@ class OmniSTT(stt.STT):
                 temperature=0.0,  # a transcript should not vary between identical requests
             )
             stage = "stream"
+            self._queue_ms = queue_wait_ms(stream.response.headers)
             # `async with` closes the HTTP response if this task is cancelled mid-read.
             async with stream:
                 async for chunk in stream:
@@ -201,13 +216,15 @@ class OmniSTT(stt.STT):
         url = f"{self._cfg.api_base}/audio/transcriptions"
         extra = {"prompt": self._cfg.stt_prompt} if self._cfg.stt_prompt else {}
         try:
-            resp: Any = await self._client.audio.transcriptions.create(  # type: ignore[call-overload]
+            raw: Any = await self._client.audio.transcriptions.with_raw_response.create(  # type: ignore[call-overload]
                 file=("audio.wav", wav, "audio/wav"),
                 model=self._cfg.stt_model_name,
                 language=language.split("-")[0],  # Whisper-style servers want ISO-639-1
                 response_format="json",
                 **extra,
             )
+            self._queue_ms = queue_wait_ms(raw.headers)
+            resp: Any = raw.parse()
         except openai.OpenAIError as e:
             raise to_api_error(e, url=url, timeout_s=self._cfg.request_timeout_s, stage="request") from e
         return resp.text or ""

@@ -20,8 +20,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # The stages a report covers, in pipeline order. All are milliseconds, >= 0 or null.
+# The *_queue_ms stages are the time a request waited for a busy server before it was served (null
+# when the server does not say: only the CPU stand-ins' router does).
 STAGES: tuple[str, ...] = ("vad_to_stt_ms", "stt_ms", "llm_ttft_ms", "tts_ttfa_ms", "tts_first_to_publish_ms",
-                           "voice_to_voice_ms", "pipeline_overhead_ms", "cancel_to_silence_ms")
+                           "voice_to_voice_ms", "pipeline_overhead_ms", "cancel_to_silence_ms",
+                           "stt_queue_ms", "llm_queue_ms")
 ERROR_STAGES: tuple[str, ...] = ("stt", "llm", "tts", "other")
 TOP_ERRORS = 5
 # A turn's error field joins several failures with "; " (agent/traces.py); split only where the

@@ -37,9 +37,11 @@ class Turn:
     stt_started_at: float | None = None
     stt_done_at: float | None = None
     stt_ms: float | None = None
+    stt_queue_ms: float | None = None  # of stt_ms, waiting for a busy server
     user_text: str = ""
     llm_started_at: float | None = None
     llm_first_token_at: float | None = None
+    llm_queue_ms: float | None = None  # of llm_ttft_ms, waiting for a busy server
     llm_done_at: float | None = None
     tts_synthesis_id: str | None = None
     tts_first_text_at: float | None = None
@@ -53,14 +55,17 @@ class Turn:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def record(self, session_id: str) -> dict[str, Any]:
-        v2v = _ms(self.vad_end_at, self.published_at)
+        # speech ended before its transcription started, whichever VAD noticed first (livekit runs
+        # two, and a loaded machine can make the session's one late)
+        ended = min((t for t in (self.vad_end_at, self.stt_started_at) if t is not None), default=None)
+        v2v = _ms(ended, self.published_at)
         stt, ttft = self.stt_ms, _ms(self.llm_started_at, self.llm_first_token_at)
         ttfa = _ms(self.tts_first_text_at, self.tts_first_audio_at)
         inside = [x for x in (stt, ttft, ttfa) if x is not None]
         rec: dict[str, Any] = {
             "session_id": session_id, "turn_id": self.turn_id, "ts": round(self.wall_ts, 3),
             "user_text": self.user_text, "agent_text": self.agent_text,
-            "vad_to_stt_ms": _ms(self.vad_end_at, self.stt_done_at), "stt_ms": stt,
+            "vad_to_stt_ms": _ms(ended, self.stt_done_at), "stt_ms": stt,
             "llm_ttft_ms": ttft, "tts_ttfa_ms": ttfa,
             "tts_first_to_publish_ms": _ms(self.tts_first_audio_at, self.published_at),
             "voice_to_voice_ms": v2v,
@@ -73,6 +78,7 @@ class Turn:
             "llm_to_tts_ms": _ms(self.llm_first_token_at, self.tts_first_text_at),
             "llm_total_ms": _ms(self.llm_started_at, self.llm_done_at),
             "pipeline_overhead_ms": round(v2v - sum(inside), 2) if v2v is not None and len(inside) == 3 else None,
+            "stt_queue_ms": self.stt_queue_ms, "llm_queue_ms": self.llm_queue_ms,
             **self.extra,
         }
         return rec
@@ -137,7 +143,8 @@ class TurnTracer:
     def user_speech_ended(self) -> None:
         self._speech_end(time.monotonic())
 
-    def stt_finished(self, duration_ms: float | None, text: str, error: str | None = None) -> None:
+    def stt_finished(self, duration_ms: float | None, text: str, error: str | None = None,
+                     queue_ms: float | None = None) -> None:
         now = time.monotonic()
         started = now - (duration_ms or 0.0) / 1000
         if not text.strip() and not error:
@@ -146,6 +153,7 @@ class TurnTracer:
         t.stt_started_at = started
         t.stt_done_at = now
         t.stt_ms = None if duration_ms is None else round(duration_ms, 2)
+        t.stt_queue_ms = queue_ms
         if error:
             t.errors.append(f"stt: {error}")
             self.close(reason="stt_error")
@@ -155,6 +163,10 @@ class TurnTracer:
     def llm_started(self) -> None:
         if self.turn is not None and self.turn.llm_started_at is None:
             self.turn.llm_started_at = time.monotonic()
+
+    def llm_queued(self, queue_ms: float) -> None:
+        if self.turn is not None and self.turn.llm_queue_ms is None:
+            self.turn.llm_queue_ms = queue_ms
 
     def llm_first_token(self) -> None:
         if self.turn is not None and self.turn.llm_first_token_at is None:

@@ -158,13 +158,19 @@ class EngineSynthesizeStream(tts.SynthesizeStream):
             await asyncio.gather(*tasks)
             if timing.text.strip() and timing.packets == 0:
                 reason = engine_stream.stats.finish_reason if engine_stream is not None else "no engine stream"
+                if reason == "cancelled":
+                    # a barge-in before the first frame: nothing to say is the right outcome, and 499
+                    # is how livekit is told so (else it reports "no audio frames were pushed")
+                    raise APIStatusError("cancelled before the first audio frame", status_code=499,
+                                         retryable=False)
                 log.warning("synthesis of %r ended without audio (engine stream: %s)", timing.text, reason)
             output_emitter.end_segment()
         except TTSEngineError as exc:
             timing.error = str(exc)
             raise APIError(f"TTS engine stream failed: {exc}", retryable=False) from exc
         except APIError as exc:
-            timing.error = str(exc)
+            if not (isinstance(exc, APIStatusError) and exc.status_code == 499):  # 499: cut, not failed
+                timing.error = str(exc)
             raise
         finally:
             await utils.aio.cancel_and_wait(*tasks)

@@ -64,7 +64,9 @@ class WorkerState:
             return len(self._sessions)
 
     def load(self) -> float:
-        """0..1 for dispatch: 1.0 means full (no new job until a session ends)."""
+        """0..1 for dispatch: 1.0 means full (no new job until a session ends, or ever: a dead engine)."""
+        if self.resources.loaded and not self.resources.ready:
+            return 1.0
         return min(1.0, max(self.resources.load(), self.sessions / self.cfg.max_sessions))
 
     def session_started(self, session_id: str) -> None:

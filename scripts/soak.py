@@ -2,6 +2,7 @@
 """Soak test: talk to the RUNNING system as a real client and check that it holds up.
 
     .venv/bin/python scripts/soak.py --turns 10 --json soak.json [--png soak.png] [--base http://127.0.0.1:8080]
+                                     [--sessions 4]
 
 Gets a token from the token server and, in direct mode, connects to the agent's offer URL as an
 aiortc WebRTC client with the "agent-events" data channel (what the page does). It speaks N
@@ -14,7 +15,10 @@ after the agent started its reply). It collects every "turn" trace record and ch
   - no service started by scripts/start_all.sh (pid files in RUN_DIR, default run/) died or grew
     its memory (RSS, and GPU memory with nvidia-smi) by more than --max-growth-mb.
 Writes a JSON report (--json) and a latency plot (--png, default: next to the JSON), prints a
-summary; exit 0 only when every check passed.
+summary; exit 0 only when every check passed. With --sessions N, N such calls run at once (each
+its own token, room and client); the checks hold for each, the leak check once all have hung up.
+With --max-failed-turns K (a soak against a server injecting faults), up to K turns per session
+may end in an error; every other turn must still complete and no session may be lost.
 
 LiveKit mode (the token server says which): the client is a LiveKit participant in the room instead
 (scripts/soak_livekit_client.py), and the leak check reads the worker's /metrics (0 active sessions,
@@ -118,8 +122,11 @@ class Soak:
         def speaking() -> bool:
             return bool(c.of_type("agent_state", mark)) and c.agent_state() == "speaking"
 
-        if await c.wait_for(speaking, utt.seconds + self.turn_timeout_s):
-            return True
+        def failed() -> bool:  # the turn ended in an error (a fault soak): there is no reply to talk over
+            return len(self.turns()) >= i and self.turns()[-1].get("error") is not None
+
+        if await c.wait_for(lambda: speaking() or failed(), utt.seconds + self.turn_timeout_s):
+            return speaking()
         self._timeout(f"turn {i}: the agent never started speaking after {utt.text!r}")
         return False
 
@@ -174,9 +181,9 @@ class Soak:
         self.failures.append(f"timeout: {message}")
 
 
-async def get_token(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+async def get_token(http: aiohttp.ClientSession, base: str, identity: str) -> dict[str, Any]:
     try:
-        async with http.post(f"{base}/api/token", json={"identity": f"soak-{os.getpid()}"}) as resp:
+        async with http.post(f"{base}/api/token", json={"identity": identity}) as resp:
             body = await resp.text()
             if resp.status != 200:
                 raise SystemExit(f"soak: the token server at {base} answered HTTP {resp.status}: {body[:300]}")
@@ -200,6 +207,21 @@ def make_client(mode: str | None, args: argparse.Namespace) -> SoakClient:
     raise SystemExit(f"soak: the token server reports an unknown mode {mode!r} (expected direct or livekit)")
 
 
+async def call(http: aiohttp.ClientSession, client: SoakClient, grant: dict[str, Any], run: Soak,
+               connecting: asyncio.Lock) -> None:
+    """One session from connect to hang-up; what goes wrong lands in `run.failures`. Connects one
+    at a time (livekit's rtc FFI can panic on concurrent room connects in one process)."""
+    try:
+        async with connecting:
+            await client.open(http, grant)
+        await run.run()
+        await asyncio.sleep(0.5)  # the last turn's trailing events
+    except RuntimeError as exc:
+        run.failures.append(str(exc))
+    finally:
+        await client.close(http)
+
+
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     from soak_client import make_utterances
 
@@ -210,62 +232,89 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     # no keep-alive: a lingering server-side connection is not what the leak check is about
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
                                      timeout=aiohttp.ClientTimeout(total=30)) as http:
-        grant = await get_token(http, args.base.rstrip("/"))
-        client = make_client(grant.get("mode"), args)
+        base = args.base.rstrip("/")
+        grants = [await get_token(http, base, f"soak-{os.getpid()}-{k}") for k in range(args.sessions)]
+        clients = [make_client(grant.get("mode"), args) for grant in grants]
+        # the same utterances in every session, each with its own pauses: they overlap differently
+        runs = [Soak(client, utterances, args.turn_timeout, args.max_reply, args.seed + k, args.barge_in_every)
+                for k, client in enumerate(clients)]
         mem_start = sample_memory(pids)
         started = time.monotonic()
-        run = Soak(client, utterances, args.turn_timeout, args.max_reply, args.seed, args.barge_in_every)
-        try:
-            await client.open(http, grant)
-            await run.run()
-            await asyncio.sleep(0.5)  # the last turn's trailing events
-        except RuntimeError as exc:
-            run.failures.append(str(exc))
-        finally:
-            await client.close(http)
+        connecting = asyncio.Lock()
+        await asyncio.gather(*(call(http, c, g, r, connecting) for c, g, r in zip(clients, grants, runs, strict=True)))
         duration = time.monotonic() - started
-        leaks = await client.leak_check(http, args.leak_timeout)
+        leaks = await clients[0].leak_check(http, args.leak_timeout)  # the service's view: every session
     mem_end = sample_memory(pids)
-    return build_report(args, grant["mode"], run, client, leaks, mem_start, mem_end, duration)
+    sessions = [session_report(args, run, client) for run, client in zip(runs, clients, strict=True)]
+    return build_report(args, grants[0]["mode"], sessions, leaks, mem_start, mem_end, duration)
 
 
-def build_report(args: argparse.Namespace, mode: str, run: Soak, client: SoakClient, leaks: dict[str, Any],
-                 mem_start: dict[str, Any], mem_end: dict[str, Any], duration: float) -> dict[str, Any]:
+def session_report(args: argparse.Namespace, run: Soak, client: SoakClient) -> dict[str, Any]:
+    """What one session saw: its turns, errors, trace problems and barge-ins."""
     records = run.turns()
     session_id = client.session_id()
     failures = list(run.failures)
     error_events = [m.data.get("message") for m in client.of_type("error")]
     failed_turns = [r for r in records if r.get("error") is not None]
-    failures += [f"error event: {msg}" for msg in error_events]
-    failures += [f"turn {r.get('turn_id')} failed: {r.get('error')}" for r in failed_turns]
+    # --max-failed-turns: a fault soak injects failures; those turns may fail, every other must not
+    tolerated = len(failed_turns) <= args.max_failed_turns
+    if not tolerated:
+        failures += [f"error event: {msg}" for msg in error_events]
+        failures += [f"turn {r.get('turn_id')} failed: {r.get('error')}" for r in failed_turns]
     problems = [p for r in records for p in trace_problems(r, session_id)]
     failures += problems
     completed = sum(1 for r in records if r.get("error") is None)
-    if completed < args.turns:
+    if completed < args.turns - (len(failed_turns) if tolerated else 0):
         failures.append(f"only {completed} of {args.turns} turns completed")
     interrupted = sum(1 for r in records if r.get("interrupted"))
     expected_cuts = run.barge_ins_attempted - run.barge_ins_missed
     if interrupted < expected_cuts:
         failures.append(f"{expected_cuts} barge-in(s) talked over a speaking agent but only {interrupted} "
                         "turn(s) were interrupted")
-    failures += leaks["problems"]
-    growth, mem_failures = memory_growth(mem_start, mem_end, args.max_growth_mb)
-    failures += mem_failures
     return {
-        "mode": mode, "session_id": session_id, "turns_requested": args.turns,
+        "session_id": session_id,
         # the agent's own word on its voice (the page shows a warning banner when true)
         "test_voice": next((m.data.get("test_voice") for m in client.of_type("session")), None),
         "turns_completed": completed, "turn_records": len(records),
         "errors": len(error_events) + len(failed_turns) + run.timeouts,
-        "error_events": error_events, "timeouts": run.timeouts,
+        "failed_turns": len(failed_turns), "error_events": error_events, "timeouts": run.timeouts,
         "traces_complete": not problems and len(records) >= args.turns, "trace_problems": problems,
         "barge_ins": {"attempted": run.barge_ins_attempted, "missed_reply_already_over": run.barge_ins_missed,
                       "interrupted_turns": interrupted},
-        "latency": latency_summary(records, run.client_v2v_ms, run.client_barge_in_ms),
-        "memory": growth, "leaks": leaks, "duration_s": round(duration, 1),
+        "client_v2v_ms": run.client_v2v_ms, "client_barge_in_ms": run.client_barge_in_ms,
         "utterances": [{"text": u.text, "voice": u.voice, "speed": u.speed, "seconds": round(u.seconds, 2)}
                        for u in run.utterances],
         "turns": records, "failures": failures, "passed": not failures,
+    }
+
+
+def build_report(args: argparse.Namespace, mode: str, sessions: list[dict[str, Any]], leaks: dict[str, Any],
+                 mem_start: dict[str, Any], mem_end: dict[str, Any], duration: float) -> dict[str, Any]:
+    """Every session's numbers summed (turns and latency over all of them), the service-wide leak and
+    memory checks, and each session's own report under `sessions`."""
+    many = len(sessions) > 1
+    failures = [f"session {k + 1}: {f}" if many else f for k, s in enumerate(sessions) for f in s["failures"]]
+    failures += leaks["problems"]
+    growth, mem_failures = memory_growth(mem_start, mem_end, args.max_growth_mb)
+    failures += mem_failures
+    records = [r for s in sessions for r in s["turns"]]
+    return {
+        "mode": mode, "sessions_requested": args.sessions, "session_id": sessions[0]["session_id"],
+        "session_ids": [s["session_id"] for s in sessions], "turns_requested": args.turns * args.sessions,
+        "test_voice": sessions[0]["test_voice"],
+        "turns_completed": sum(s["turns_completed"] for s in sessions),
+        "turn_records": len(records), "errors": sum(s["errors"] for s in sessions),
+        "failed_turns": sum(s["failed_turns"] for s in sessions),
+        "error_events": [e for s in sessions for e in s["error_events"]],
+        "timeouts": sum(s["timeouts"] for s in sessions),
+        "traces_complete": all(s["traces_complete"] for s in sessions),
+        "trace_problems": [p for s in sessions for p in s["trace_problems"]],
+        "barge_ins": {key: sum(s["barge_ins"][key] for s in sessions) for key in sessions[0]["barge_ins"]},
+        "latency": latency_summary(records, [v for s in sessions for v in s["client_v2v_ms"]],
+                                   [v for s in sessions for v in s["client_barge_in_ms"]]),
+        "memory": growth, "leaks": leaks, "duration_s": round(duration, 1),
+        "utterances": sessions[0]["utterances"], "turns": records, "failures": failures, "passed": not failures,
+        "sessions": [{k: v for k, v in s.items() if k not in ("turns", "utterances")} for s in sessions],
     }
 
 
@@ -287,11 +336,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--leak-timeout", type=float, default=15.0, help="seconds for the agent to drop the call")
     ap.add_argument("--max-growth-mb", type=float, default=300.0, help="allowed memory growth per service")
     ap.add_argument("--seed", type=int, default=0, help="pauses between turns are random with this seed")
+    ap.add_argument("--max-failed-turns", type=int, default=0,
+                    help="turns per session that may end in an error (a soak with injected faults; default 0)")
+    ap.add_argument("--sessions", type=int, default=1,
+                    help="concurrent calls, each its own client, token and room, all speaking at once (default 1)")
     ap.add_argument("--barge-in-every", type=int, default=BARGE_IN_EVERY,
                     help=f"talk over every Nth reply (default {BARGE_IN_EVERY}; 2 = every other turn)")
     args = ap.parse_args(argv)
     if args.turns < 1:
         ap.error("--turns must be >= 1")
+    if args.sessions < 1:
+        ap.error("--sessions must be >= 1")
     if args.barge_in_every < 2:
         ap.error("--barge-in-every must be >= 2 (a barge-in talks over the reply to the turn before)")
     args.base = (args.base or chosen_value(Path(args.run_dir), "PAGE_URL")

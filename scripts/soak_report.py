@@ -157,7 +157,8 @@ def format_summary(report: dict[str, Any]) -> str:
              f"traces complete: {r['traces_complete']}, barge-ins attempted {r['barge_ins']['attempted']} "
              f"(interrupted turns {r['barge_ins']['interrupted_turns']}), "
              f"leaks: {'none' if not r['leaks']['problems'] else 'YES'}",
-             f"  ({r['mode']} mode{', TEST VOICE' if r.get('test_voice') else ''}, {r['duration_s']:.0f} s)",
+             f"  ({r['mode']} mode, {r.get('sessions_requested', 1)} concurrent session(s)"
+             f"{', TEST VOICE' if r.get('test_voice') else ''}, {r['duration_s']:.0f} s)",
              f"  {'stage (ms)':<28}{'n':>5}{'p50':>10}{'p95':>10}{'max':>10}"]
     for key, s in r["latency"]["stages"].items():
         lines.append(f"  {key:<28}{s['n']:>5}{_num(s['p50']):>10}{_num(s['p95']):>10}{_num(s['max']):>10}")

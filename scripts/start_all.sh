@@ -511,11 +511,13 @@ start_agent() {
   service_env
   [ "$TTS_TEST_VOICE" = 1 ] && test_voice_banner >> "$LOG_DIR/agent.log"
   local fix="see the log; OMNI_* and TTS_* are described in the README's configuration table"
+  # exit status 70 = the engine thread died (agent/engine_watch.py): a fresh process reloads it
+  local supervise=(bash "$ROOT/scripts/lib/restart_on_exit.sh" 70 --)
   if [ "$MODE" = direct ]; then
-    launch agent env "${SERVICE_ENV[@]}" "$PY" -m agent.direct
+    launch agent "${supervise[@]}" env "${SERVICE_ENV[@]}" "$PY" -m agent.direct
     wait_healthy agent "$AGENT_TIMEOUT_S" "$fix"
   else
-    launch agent env "${SERVICE_ENV[@]}" "$PY" -m agent start
+    launch agent "${supervise[@]}" env "${SERVICE_ENV[@]}" "$PY" -m agent start
     # the worker's /healthz answers 200 once its engine is loaded and it is registered
     wait_healthy agent "$AGENT_TIMEOUT_S" "$fix; the worker must reach LIVEKIT_URL=$LIVEKIT_URL"
   fi

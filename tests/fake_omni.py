@@ -11,6 +11,10 @@ Fault injection (`fail_next(kind)`) applies to the next POST request(s):
   "timeout"                sleep `timeout_sleep_s` before answering (past the client's timeout);
   "disconnect_mid_stream"  send the role chunk and two words, then abort the TCP connection.
 A refused connection is not injected: `await fake.stop()` and keep using the old base_url.
+
+`fault_every(n)` makes every n-th turn (counted by transcription requests: one per turn) a faulty
+one, cycling through FAULT_CYCLE: the STT answers 500, the STT hangs past the client's timeout,
+the LLM stream is cut mid-reply, the LLM answers 500 (which the framework retries).
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from typing import Any
 from aiohttp import web
 
 FAULT_KINDS = ("status_500", "timeout", "disconnect_mid_stream")
+# (kind, count, target) per faulty turn, in turn
+FAULT_CYCLE: tuple[tuple[str, int, str], ...] = (("status_500", 1, "stt"), ("timeout", 1, "stt"),
+                                                 ("disconnect_mid_stream", 1, "llm"), ("status_500", 1, "llm"))
 DEFAULT_MODEL = "Qwen/Qwen3-Omni-30B-A3B-Instruct"
 TranscriptSource = Sequence[str] | Callable[[bytes], str]
 _ABORT = web.RequestKey("fake_omni_abort", bool)  # this request carries the disconnect_mid_stream fault
@@ -98,6 +105,9 @@ class FakeOmni:
         self.disconnect_times: list[float] = []  # time.monotonic() of each
         self.aborts = 0  # connections cut by the "disconnect_mid_stream" fault
         self._faults: list[tuple[str, str]] = []  # (kind, target)
+        self._fault_every = 0  # fault_every(n): every n-th turn is faulty; 0 = off
+        self._stt_requests = 0
+        self.faulty_turns = 0
         self._next_transcript = 0
         self._disconnected: asyncio.Condition | None = None
         self._runner: web.AppRunner | None = None
@@ -137,6 +147,23 @@ class FakeOmni:
         if target not in ("any", "stt", "llm"):
             raise ValueError("target must be 'any', 'stt' or 'llm'")
         self._faults.extend([(kind, target)] * count)
+
+    def fault_every(self, n: int) -> None:
+        """Make every n-th turn from now on faulty (FAULT_CYCLE); 0 turns it off."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        self._fault_every, self._stt_requests, self.faulty_turns = n, 0, 0
+        self._faults.clear()
+
+    def _scheduled_fault(self, is_stt: bool) -> None:
+        """A new turn (its first transcription request) may be one of the faulty ones."""
+        if not is_stt or not self._fault_every or any(target == "stt" for _k, target in self._faults):
+            return  # a retry of a faulty turn's STT is part of that turn
+        self._stt_requests += 1
+        if self._stt_requests % self._fault_every == 0:
+            kind, count, target = FAULT_CYCLE[self.faulty_turns % len(FAULT_CYCLE)]
+            self.faulty_turns += 1
+            self._faults.extend([(kind, target)] * count)
 
     async def wait_for_disconnects(self, n: int = 1, timeout: float = 1.0) -> float:
         """Wait until `n` client disconnects were seen; returns the time of the n-th."""
@@ -214,6 +241,7 @@ class FakeOmni:
         return rec
 
     async def _apply_fault(self, request: web.Request, is_stt: bool) -> web.Response | None:
+        self._scheduled_fault(is_stt)
         kind = None
         for i, (fault_kind, target) in enumerate(self._faults):
             if target == "any" or (target == "stt") == is_stt:

@@ -22,10 +22,11 @@ import torch
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from direct_fixtures import Server
 from fake_omni import FakeOmni
 from livekit import rtc
 
-from agent.direct import SERVER_KEY, DirectServerConfig, make_app
+from agent.direct import DirectServerConfig, make_app
 from agent.direct.ice import configure_ice, filter_candidates
 from agent.direct.webrtc_io import OutgoingAudioTrack, WebRTCAudioInput
 from agent.harness import agent_config, speech_wav
@@ -120,24 +121,6 @@ async def wait_for(predicate, timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-class Server:
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.direct = app[SERVER_KEY]
-        self.runner = web.AppRunner(app, access_log=None)
-        self.base = ""
-
-    async def __aenter__(self) -> Server:
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.base = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.runner.cleanup()
-
-
 @contextlib.asynccontextmanager
 async def fake_omni(long_reply: bool = True):
     """The weather question gets a long reply (7 s of audio: time to vanish or barge in)."""
@@ -159,6 +142,8 @@ def http_client() -> aiohttp.ClientSession:
 
 
 def direct_app(engine, vad, url, tmp_path, **overrides) -> web.Application:
+    # these tests make more offers from one address than the default rate limit allows
+    overrides = {"offer_rate_per_min": 1e6, "offer_rate_burst": 10**6, **overrides}
     cfg = DirectServerConfig(api_key=KEYS.api_key, api_secret=KEYS.api_secret, **overrides)
     return make_app(cfg, agent_config(url, tmp_path), engine, vad)
 

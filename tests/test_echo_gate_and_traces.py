@@ -121,3 +121,30 @@ def test_a_turn_opened_by_a_barge_in_is_not_timed_out_while_the_user_still_talks
     assert answered["tts_ttfa_ms"] is not None and answered["voice_to_voice_ms"] is not None
     tracer.close_if_stale(due)  # the timer firing late changes nothing
     assert len(tracer.records) == 2
+
+
+def test_a_late_session_vad_end_after_a_queued_stt_keeps_voice_to_voice_above_stt(monkeypatch):
+    """Two sessions on the stand-ins: the transcription queued for 2 s, and the session's own VAD
+    (late on a loaded machine) reported the end of speech only after the transcript was back. The
+    request cannot have started before the speech ended, so voice-to-voice counts from it (it used
+    to count from the late VAD end: 750 ms of voice-to-voice around a 2200 ms STT)."""
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    tracer = TurnTracer("s", None)
+    clock[0] = 102.2
+    tracer.stt_finished(2200.0, "hello there", queue_ms=1800.0)  # sent at 100.0
+    clock[0] = 102.25
+    tracer.user_speech_ended()  # the session's VAD, late
+    clock[0] = 102.3
+    tracer.llm_started()
+    tracer.llm_queued(300.0)
+    clock[0] = 102.8
+    tracer.llm_first_token()
+    tracer.tts_timing("a", 102.85, 102.95, None)
+    clock[0] = 103.0
+    tracer.playback_started()
+    tracer.agent_message("Hi.", interrupted=False)
+    (rec,) = tracer.records
+    assert rec["stt_ms"] == 2200.0 and rec["voice_to_voice_ms"] == 3000.0
+    assert rec["stt_queue_ms"] == 1800.0 and rec["llm_queue_ms"] == 300.0
+    assert rec["pipeline_overhead_ms"] >= 0

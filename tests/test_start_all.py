@@ -86,19 +86,22 @@ def assert_nothing_left(env: dict[str, str]) -> None:
     assert not left, f"processes of the run left: {[(p.pid, p.cmdline()) for p in left]}"
 
 
-def soak(env: dict[str, str], page: str, report_path: Path, timeout: float) -> dict:
-    """scripts/soak.py --turns 10 against the running system; its report after the common checks."""
+def soak(env: dict[str, str], page: str, report_path: Path, timeout: float, *extra: str) -> dict:
+    """scripts/soak.py --turns 10 (and `extra` options) against the running system; its report after
+    the common checks. Without `extra`: one session, 0 errors, 2 barge-ins."""
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "soak.py"), "--turns", "10", "--json",
-                           str(report_path), "--base", page], env=env, cwd=ROOT, capture_output=True,
+                           str(report_path), "--base", page, *extra], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
     print(done.stdout)  # the soak's summary table (pytest -s, or the failure report, shows it)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "RESULT: PASS" in done.stdout
     report = json.loads(report_path.read_text())
-    assert report["turns_completed"] >= 10 and report["errors"] == 0 and report["traces_complete"], report["failures"]
-    assert report["barge_ins"]["attempted"] == 2 and not report["leaks"]["problems"]
+    assert report["traces_complete"] and not report["leaks"]["problems"], report["failures"]
     assert report["test_voice"] is True  # what makes the page show its test-voice banner
     assert report_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    if not extra:
+        assert report["turns_completed"] >= 10 and report["errors"] == 0, report["failures"]
+        assert report["barge_ins"]["attempted"] == 2
     return report
 
 
@@ -166,7 +169,8 @@ def test_port_in_use_fails_fast(run_env, fake_omni):
 
 
 def test_start_status_soak_stop(run_env, fake_omni, tmp_path):
-    run_env |= {"OMNI_BASE_URL": fake_omni.url, "AGENT_TRANSPORT": "direct"}
+    # OMNI_TIMEOUT_S: the injected STT hang (below) fails its turn after 2 x 3 s, not 2 x 15 s
+    run_env |= {"OMNI_BASE_URL": fake_omni.url, "AGENT_TRANSPORT": "direct", "OMNI_TIMEOUT_S": "3"}
     run_dir, page = Path(run_env["RUN_DIR"]), f"http://127.0.0.1:{run_env['TOKEN_SERVER_PORT']}"
 
     started = start_all("start", run_env)
@@ -195,6 +199,19 @@ def test_start_status_soak_stop(run_env, fake_omni, tmp_path):
 
     report = soak(run_env, page, tmp_path / "soak.json", timeout=400)
     assert set(report["memory"]) == {"agent", "token_server"}
+
+    # faults on every 7th turn (STT 500, STT timeout, LLM cut mid-stream, LLM 500, in turn), two
+    # sessions at once: the faulty turns fail with an error, every other turn and both sessions go on
+    fake_omni.loop.call_soon_threadsafe(fake_omni.fake.fault_every, 7)
+    try:
+        report = soak(run_env, page, tmp_path / "faults.json", 600, "--turns", "14", "--sessions", "2",
+                      "--max-failed-turns", "4", "--barge-in-every", "4")
+    finally:
+        fake_omni.loop.call_soon_threadsafe(fake_omni.fake.fault_every, 0)
+    assert fake_omni.fake.faulty_turns >= 3, fake_omni.fake.faulty_turns
+    assert 1 <= report["failed_turns"] <= fake_omni.fake.faulty_turns, report["failures"]
+    assert report["turns_completed"] >= 28 - report["failed_turns"] and report["timeouts"] == 0
+    assert all(s["turns_completed"] >= 12 for s in report["sessions"])  # no session was lost
 
     assert_stopped(run_env, pids)
 
@@ -227,6 +244,14 @@ def test_default_bringup_with_cpu_standins_soaks_10_turns(run_env, cpu_backends_
     assert report["mode"] == "livekit" and report["leaks"]["metrics"]["active_sessions"] == 0
     assert set(report["memory"]) == set(pids)
     assert all(t["user_text"] for t in report["turns"])  # Whisper heard words in every utterance
+
+    # four people at once, barge-ins included: whole replies for everyone, the wait for the shared
+    # stand-ins in the traces
+    report = soak(run_env, page, tmp_path / "four.json", 1500, "--sessions", "4", "--barge-in-every", "3",
+                  "--turn-timeout", "120")
+    assert report["errors"] == 0 and report["turns_completed"] >= 40, report["failures"]
+    assert len(set(report["session_ids"])) == 4 and report["barge_ins"]["interrupted_turns"] >= 4
+    assert any((t.get("llm_queue_ms") or 0) > 0 or (t.get("stt_queue_ms") or 0) > 0 for t in report["turns"])
 
     # and a person can talk to it in a browser: real Chromium, the page the README says to open
     state = talk_in_chromium(page, "What time does the library open tomorrow", tmp_path)

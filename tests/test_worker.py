@@ -14,6 +14,7 @@ import pytest
 from livekit.agents import JobExecutorType
 
 from agent.config import AgentConfig, WorkerConfig, engine_config_from_env
+from agent.engine_watch import EngineWatch
 from agent.resources import SharedResources
 from agent.worker import WorkerState, make_server
 from agent.worker_health import WorkerHealthServer, http_url
@@ -69,6 +70,7 @@ def test_health_verdict_names_what_is_missing(tiny_checkpoint):
         state.resources.engine.close()
         healthy, body = state.status(livekit_reachable=True)
         assert not healthy and body["problems"] == ["the TTS engine is not running"]
+        assert state.load() == 1.0  # a worker without a voice takes no new room
     finally:
         state.resources.close()
 
@@ -169,3 +171,18 @@ def test_cli_help_needs_no_configuration_and_start_fails_fast_without_it():
     no_server = subprocess.run([sys.executable, "-m", "agent", "start"], capture_output=True, text=True, timeout=120,
                                env=configured)
     assert no_server.returncode != 0 and "LIVEKIT_URL is not set" in no_server.stderr
+
+
+def test_engine_watch_calls_its_death_handler_once():
+    import threading
+
+    alive = [True]
+    died = threading.Event()
+    calls = []
+    watch = EngineWatch(lambda: alive[0], lambda: (calls.append(1), died.set()), interval_s=0.01).start()
+    try:
+        alive[0] = False
+        assert died.wait(5)
+    finally:
+        watch.stop()
+    assert calls == [1]

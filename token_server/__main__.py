@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .app import make_app
 from .config import TokenServerConfig
+from .http_guard import KEEPALIVE_TIMEOUT_S
 
 logger = logging.getLogger("token_server")
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("mode=%s: the page will connect to %s", cfg.mode, cfg.client_url)
     logger.info("serving http://%s:%d (page from %s, tokens valid %d s)", cfg.host, cfg.port, cfg.web_dir,
                 cfg.token_ttl_s)
-    web.run_app(make_app(cfg), host=cfg.host, port=cfg.port, print=None)
+    web.run_app(make_app(cfg), host=cfg.host, port=cfg.port, print=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """The HTTP app: `POST /api/token`, `GET /healthz`, and the page from `web_dir` at `/`.
 
-Every error is JSON `{"error": "..."}`: 400 bad input, 413 body too large, 403 foreign origin,
-404 / 405 from routing. Responses never carry the API secret (only tokens signed with it)."""
+Every error is JSON `{"error": "..."}`: 400 bad input, 403 foreign origin, 404 / 405 from routing,
+408 body too slow, 413 body too large, 429 rate limited (with Retry-After), and 500 naming only a
+request id (the log has the rest) for anything unexpected. Responses never carry the API secret
+(only tokens signed with it). The page gets a Content-Security-Policy that lets it reach only this
+server and the one `client_url` the tokens point at."""
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
@@ -16,52 +18,35 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .config import TokenServerConfig
+from .http_guard import (
+    RateLimiter,
+    RequestError,
+    client_key,
+    parse_json,
+    read_body,
+    retry_after_header,
+    unexpected_errors,
+)
 from .tokens import mint_token, validate_identity, validate_name, validate_room
 
 logger = logging.getLogger(__name__)
 
 CONFIG_KEY = web.AppKey("token_server_config", TokenServerConfig)
+LIMITER_KEY = web.AppKey("token_rate_limiter", RateLimiter)
+CSP_KEY = web.AppKey("content_security_policy", str)
 TOKEN_FIELDS = ("room", "identity", "name")
 _NO_STORE_PATHS = ("/api/", "/healthz")
-
-
-class RequestError(Exception):
-    """A client mistake with its HTTP status; the message is shown to the client as is."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    # Check the declared length first (no read at all), then count while streaming: a chunked
-    # body has no Content-Length and must not be buffered past the limit either.
-    too_large = RequestError(413, f"request body too large: the limit is {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    chunks, total = [], 0
-    async for chunk in request.content.iter_any():
-        total += len(chunk)
-        if total > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _parse_fields(body: bytes) -> dict[str, object]:
     """The request's JSON object; an empty body means "all defaults"."""
     if not body.strip():
         return {}
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise RequestError(400, "request body must be UTF-8 encoded JSON") from None
-    except json.JSONDecodeError as exc:
-        raise RequestError(400, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise RequestError(400, "request body must be a JSON object like {\"room\": \"...\", \"identity\": \"...\"}")
     unknown = sorted(set(data) - set(TOKEN_FIELDS))
@@ -73,8 +58,12 @@ def _parse_fields(body: bytes) -> dict[str, object]:
 
 async def handle_token(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG_KEY]
+    wait_s = request.app[LIMITER_KEY].retry_after(client_key(request))
+    if wait_s is not None:
+        return json_error(429, f"too many token requests from this address; retry in {wait_s:.0f} s",
+                          retry_after_header(wait_s))
     try:
-        fields = _parse_fields(await _read_body(request, cfg.max_body_bytes))
+        fields = _parse_fields(await read_body(request, cfg.max_body_bytes))
         room = validate_room(fields["room"]) if "room" in fields else (
             f"{cfg.default_room_prefix}{secrets.token_hex(8)}")
         identity = validate_identity(fields["identity"]) if "identity" in fields else f"user-{secrets.token_hex(6)}"
@@ -109,9 +98,10 @@ async def handle_static(request: web.Request) -> web.StreamResponse:
     try:
         base = root.resolve()
         target = (base / rel).resolve()
-    except (OSError, ValueError):  # e.g. an embedded NUL byte
+        servable = target.is_relative_to(base) and target.is_file()
+    except (OSError, ValueError):  # an embedded NUL byte, a name longer than the file system allows
         return not_found
-    if not target.is_relative_to(base) or not target.is_file():
+    if not servable:
         return not_found
     return web.FileResponse(target)
 
@@ -149,7 +139,22 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
+def content_security_policy(cfg: TokenServerConfig) -> str:
+    """Scripts, styles and fetches from this origin only, plus the agent's offer endpoint or the
+    LiveKit server (whose client speaks both WebSocket and HTTP to it)."""
+    parts = urlsplit(cfg.client_url)
+    secure = parts.scheme in ("https", "wss")
+    peers = [f"{scheme}://{parts.netloc}" for scheme in (("https", "wss") if secure else ("http", "ws"))]
+    if cfg.livekit_url and parts.hostname and parts.hostname.endswith(".livekit.cloud"):
+        peers += ["https://*.livekit.cloud", "wss://*.livekit.cloud"]  # LiveKit Cloud's regional failover
+    return "; ".join((
+        "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
+        f"connect-src 'self' {' '.join(peers)}", "media-src 'self' blob: mediastream:", "worker-src 'self' blob:",
+        "object-src 'none'", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'"))
+
+
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Content-Security-Policy"] = request.app[CSP_KEY]
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Frame-Options"] = "DENY"
@@ -162,8 +167,11 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 def make_app(cfg: TokenServerConfig) -> web.Application:
-    app = web.Application(middlewares=[_guard], client_max_size=cfg.max_body_bytes)
+    last_resort = unexpected_errors(lambda status, _code, message: json_error(status, message))
+    app = web.Application(middlewares=[last_resort, _guard], client_max_size=cfg.max_body_bytes)
     app[CONFIG_KEY] = cfg
+    app[LIMITER_KEY] = RateLimiter(cfg.rate_limit_per_min, cfg.rate_limit_burst)
+    app[CSP_KEY] = content_security_policy(cfg)
     app.router.add_post("/api/token", handle_token)
     app.router.add_get("/healthz", handle_healthz)
     # Everything else under / is the page; /api/... is excluded so a wrong method there is a 405.

@@ -19,8 +19,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_AGENT_OFFER_URL = "http://127.0.0.1:8081/api/offer"
 MIN_TTL_S, MAX_TTL_S = 60, 86400
 MIN_SECRET_LEN = 32  # HS256 keys shorter than the 256-bit digest are guessable offline from one token
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]{0,48}$")  # + a 16-char suffix stays within the 64-char room rule
-_AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{0,48}")  # + a 16-char suffix stays within the 64-char room rule
+_AGENT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class ConfigError(ValueError):
@@ -56,6 +56,9 @@ class TokenServerConfig:
     # by another process on another port during development. Same-origin calls need no entry. The
     # direct-mode agent's signalling server (another port) does its own CORS for the offer POST.
     allowed_origins: tuple[str, ...] = ()
+    # /api/token per client address: a burst, then this many a minute (429 + Retry-After beyond)
+    rate_limit_per_min: float = 60.0
+    rate_limit_burst: int = 20
 
     def __post_init__(self) -> None:
         if not self.api_key or not self.api_key.strip():
@@ -69,7 +72,7 @@ class TokenServerConfig:
             raise ConfigError("livekit_url (LIVEKIT_URL) must be a ws://, wss://, http:// or https:// URL")
         if urlsplit(self.agent_offer_url).scheme not in ("http", "https") or not urlsplit(self.agent_offer_url).netloc:
             raise ConfigError("agent_offer_url (AGENT_OFFER_URL) must be an http:// or https:// URL")
-        if self.agent_name is not None and not _AGENT_NAME_RE.match(self.agent_name):
+        if self.agent_name is not None and not _AGENT_NAME_RE.fullmatch(self.agent_name):
             raise ConfigError("agent_name (AGENT_NAME) must be 1-64 characters of A-Z a-z 0-9 _ . -")
         if not isinstance(self.token_ttl_s, int) or not MIN_TTL_S <= self.token_ttl_s <= MAX_TTL_S:
             raise ConfigError(f"token_ttl_s (TOKEN_TTL_S) must be an integer in {MIN_TTL_S}..{MAX_TTL_S} seconds")
@@ -79,7 +82,10 @@ class TokenServerConfig:
             raise ConfigError("port (TOKEN_SERVER_PORT) must be an integer in 0..65535")
         if not 64 <= self.max_body_bytes <= 1 << 20:
             raise ConfigError("max_body_bytes must be in 64..1048576")
-        if not _PREFIX_RE.match(self.default_room_prefix):
+        if not self.rate_limit_per_min > 0 or not isinstance(self.rate_limit_burst, int) or self.rate_limit_burst < 1:
+            raise ConfigError("rate_limit_per_min (TOKEN_RATE_LIMIT_PER_MIN) must be > 0 and rate_limit_burst "
+                              "(TOKEN_RATE_LIMIT_BURST) an integer >= 1")
+        if not _PREFIX_RE.fullmatch(self.default_room_prefix):
             raise ConfigError("default_room_prefix must be 0-48 characters of A-Z a-z 0-9 _ -")
         # Accept any path-like / iterable from callers; store the canonical immutable types.
         object.__setattr__(self, "web_dir", Path(self.web_dir))
@@ -129,6 +135,13 @@ class TokenServerConfig:
         kwargs: dict = {}
         if (web_dir := get("WEB_DIR")) is not None:
             kwargs["web_dir"] = Path(web_dir)
+        if (per_min := get("TOKEN_RATE_LIMIT_PER_MIN")) is not None:
+            try:
+                kwargs["rate_limit_per_min"] = float(per_min)
+            except ValueError:
+                raise ConfigError(f"TOKEN_RATE_LIMIT_PER_MIN must be a number, got {per_min!r}") from None
+        if get("TOKEN_RATE_LIMIT_BURST") is not None:
+            kwargs["rate_limit_burst"] = get_int("TOKEN_RATE_LIMIT_BURST", 0)
         if (origins := get("TOKEN_SERVER_ALLOWED_ORIGINS")) is not None:
             kwargs["allowed_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
         return cls(

@@ -22,8 +22,8 @@ from .config import TokenServerConfig
 
 logger = logging.getLogger(__name__)
 
-ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-IDENTITY_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+IDENTITY_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 MAX_NAME_LEN = 128
 DEFAULT_LEEWAY_S = 60.0  # the same clock-skew allowance as livekit.api.TokenVerifier
 
@@ -47,7 +47,7 @@ class TokenRejected(Exception):
 def validate_room(room: object) -> str:
     if not isinstance(room, str):
         raise ValueError("room must be a string")
-    if not ROOM_RE.match(room):
+    if not ROOM_RE.fullmatch(room):
         raise ValueError("room must be 1-64 characters of A-Z a-z 0-9 _ -")
     return room
 
@@ -55,7 +55,7 @@ def validate_room(room: object) -> str:
 def validate_identity(identity: object) -> str:
     if not isinstance(identity, str):
         raise ValueError("identity must be a string")
-    if not IDENTITY_RE.match(identity):
+    if not IDENTITY_RE.fullmatch(identity):
         raise ValueError("identity must be 1-64 characters of A-Z a-z 0-9 _ - . @")
     return identity
 
@@ -124,7 +124,7 @@ def _check_grants(claims: dict[str, Any]) -> None:
     if not isinstance(video, dict) or video.get("roomJoin") is not True:
         raise TokenRejected("missing_grants", "token does not grant roomJoin")
     room = video.get("room")
-    if not isinstance(room, str) or not ROOM_RE.match(room):
+    if not isinstance(room, str) or not ROOM_RE.fullmatch(room):
         raise TokenRejected("missing_grants", "token does not name a valid room")
     # LiveKit treats an absent canPublish/canSubscribe as allowed: only an explicit False denies.
     for grant in ("canPublish", "canSubscribe"):

@@ -72,6 +72,9 @@ class StepExecutor:
                 utt.absorb_text()
             except TTSEngineError as exc:
                 self._end(utt, ended, error=exc)
+            except Exception as exc:  # one stream's text must never take the engine thread down
+                log.exception("TTS stream %d: its text could not be tokenized", utt.stream.id)
+                self._end(utt, ended, error=StreamError(f"text failed: {exc.__class__.__name__}: {exc}"))
         now = time.monotonic()
         ran = self._prefill([u for u in self.active if u.phase is Phase.PREFILL and u.ready_for_prefill()], ended)
         ran |= self._predict(self._select(Phase.PREDICT, now), ended)

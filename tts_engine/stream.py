@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InvalidTextError, StreamError
+from .text_clean import clean_text
 
 if TYPE_CHECKING:
     from .engine import TTSEngine
@@ -77,6 +78,7 @@ class TTSStream:
     def push_text(self, chunk: str) -> None:
         if not isinstance(chunk, str):
             raise TypeError(f"push_text takes str, got {type(chunk).__name__}")
+        chunk = clean_text(chunk)  # no code point an LLM stream can carry reaches the tokenizer raw
         with self._cond:
             if self._text_ended:
                 raise InvalidTextError("push_text after end_text")

@@ -20,7 +20,8 @@ class IncrementalTokenizer:
         self.chars_seen = 0
 
     def _encode(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=False)) if text else []
+        # split_special_tokens: "<|im_start|>" in a reply is text to read, never a control token
+        return list(self._tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)) if text else []
 
     def push(self, chunk: str) -> list[int]:
         """Add text; return the tokens that can no longer change."""

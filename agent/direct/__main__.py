@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 from aiohttp import web
 
+from token_server.http_guard import KEEPALIVE_TIMEOUT_S
+
 from ..config import AgentConfig, engine_config_from_env
+from ..engine_watch import EXIT_ENGINE_DEAD, EngineWatch
 from ..resources import SharedResources
 from .config import DirectServerConfig
 from .server import make_app
@@ -29,14 +33,21 @@ def main() -> None:
         sys.exit(f"agent.direct: configuration error: {exc}")
     resources = SharedResources(agent_cfg, engine_cfg)  # one engine and one VAD for every peer
     engine, vad = resources.engine, resources.vad
+    # a dead engine: stop serving (peers get their "bye"), then exit non-zero for the supervisor
+    watch = EngineWatch(lambda: engine.running, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
     try:
         app = make_app(cfg, agent_cfg, engine, vad)
         print(f"direct mode: offers to http://{cfg.host}:{cfg.port}/api/offer "
               f"(ICE on {', '.join(cfg.ice_host_addresses)}; pages from {', '.join(cfg.allowed_origins)})",
               flush=True)
-        web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None)
+        web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None,
+                    keepalive_timeout=KEEPALIVE_TIMEOUT_S)
     finally:
+        watch.stop()
+        dead = not engine.running
         resources.close()
+    if dead:
+        sys.exit(EXIT_ENGINE_DEAD)
 
 
 if __name__ == "__main__":

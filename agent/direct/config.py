@@ -27,6 +27,9 @@ class DirectServerConfig:
     connect_timeout_s: float = 20.0  # answered but never connected: give the slot back
     media_timeout_s: float = 15.0  # connected but no audio from the peer this long: it is gone
     max_offer_bytes: int = 64 * 1024
+    # /api/offer per client address: a burst, then this many a minute (429 + Retry-After beyond)
+    offer_rate_per_min: float = 30.0
+    offer_rate_burst: int = 10
 
     def __post_init__(self) -> None:
         if not self.api_key or not self.api_secret:
@@ -50,6 +53,9 @@ class DirectServerConfig:
             raise ValueError("port (DIRECT_PORT) must be in 0..65535")
         if self.max_peers < 1:
             raise ValueError("max_peers (DIRECT_MAX_PEERS) must be >= 1")
+        if self.offer_rate_per_min <= 0 or self.offer_rate_burst < 1:
+            raise ValueError("offer_rate_per_min (DIRECT_OFFER_RATE_PER_MIN) must be > 0 and offer_rate_burst "
+                             "(DIRECT_OFFER_RATE_BURST) >= 1")
         if min(self.disconnect_grace_s, self.connect_timeout_s, self.media_timeout_s) <= 0:
             raise ValueError("peer timeouts must be > 0 seconds")
 
@@ -66,6 +72,10 @@ class DirectServerConfig:
             return None if raw is None else tuple(p.strip() for p in raw.split(",") if p.strip())
 
         kwargs: dict = {}
+        if (per_min := get("DIRECT_OFFER_RATE_PER_MIN")) is not None:
+            kwargs["offer_rate_per_min"] = float(per_min)
+        if (burst := get("DIRECT_OFFER_RATE_BURST")) is not None:
+            kwargs["offer_rate_burst"] = int(burst)
         if (hosts := split("DIRECT_ICE_HOSTS")) is not None:
             kwargs["ice_host_addresses"] = hosts
         if (origins := split("DIRECT_ALLOWED_ORIGINS")) is not None:

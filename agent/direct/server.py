@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +15,15 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 from livekit.agents import vad as lk_vad
 
+from token_server.http_guard import (
+    RateLimiter,
+    RequestError,
+    client_key,
+    parse_json,
+    read_body,
+    retry_after_header,
+    unexpected_errors,
+)
 from token_server.tokens import TokenRejected, verify_token
 from tts_engine import TTSEngine
 
@@ -23,14 +31,12 @@ from ..config import AgentConfig
 from ..metrics import AgentMetrics
 from .config import DirectServerConfig
 from .ice import configure_ice, filter_candidates
+from .offer_check import OfferRejected, check_offer_sdp
 from .peer import DirectPeer
 
 __all__ = ["DirectServer", "DirectServerConfig", "SERVER_KEY", "make_app"]
 
 log = logging.getLogger(__name__)
-
-_MEDIA_LINE = re.compile(r"^m=(\w+) ", re.MULTILINE)
-
 
 @dataclass
 class _KeyPair:
@@ -57,6 +63,8 @@ class DirectServer:
         self.metrics.register_engine(engine.stats, engine.load)
         self._keys = _KeyPair(cfg.api_key, cfg.api_secret)
         self._restore_ice: Callable[[], None] | None = None
+        self._limiter = RateLimiter(cfg.offer_rate_per_min, cfg.offer_rate_burst)
+        self._reserved = 0  # offers past the peer-limit check whose peer is not in `peers` yet
 
     # ---- lifecycle (aiohttp signals) -----------------------------------------------------------
 
@@ -77,18 +85,34 @@ class DirectServer:
     # ---- handlers ------------------------------------------------------------------------------
 
     async def offer(self, request: web.Request) -> web.Response:
+        wait_s = self._limiter.retry_after(client_key(request))
+        if wait_s is not None:
+            return _error(429, "rate_limited", f"too many offers from this address; retry in {wait_s:.0f} s",
+                          **retry_after_header(wait_s))
         claims = self._authorize(request)
         if isinstance(claims, web.Response):
             return claims
-        if len(self.peers) >= self.cfg.max_peers:
+        # The slot is taken here, before the first await, so concurrent slow offers cannot all pass
+        # the check; with no await between `finally` and `peers[...] =`, it passes to the peer.
+        if len(self.peers) + self._reserved >= self.cfg.max_peers:
             return _error(503, "too_many_peers", f"all {self.cfg.max_peers} sessions are in use; try again later",
                           **{"Retry-After": "5"})
+        if not self.engine.running:
+            return _error(503, "engine_unavailable", "the TTS engine is not running; the agent is restarting",
+                          **{"Retry-After": "10"})
         if self.engine.load() >= 1.0:
             return _error(503, "engine_busy", "every TTS stream slot is in use; try again later",
                           **{"Retry-After": "2"})
-        offer = await self._read_offer(request)
+        self._reserved += 1
+        try:
+            offer = await self._read_offer(request)
+        finally:
+            self._reserved -= 1
         if isinstance(offer, web.Response):
             return offer
+        return await self._answer(offer, claims)
+
+    async def _answer(self, offer: RTCSessionDescription, claims: dict[str, Any]) -> web.Response:
         peer_id = secrets.token_hex(8)
         room = claims["video"]["room"]
         peer = DirectPeer(peer_id, engine=self.engine, vad=self.vad, agent_cfg=self.agent_cfg, cfg=self.cfg,
@@ -97,9 +121,10 @@ class DirectServer:
         self.peers[peer_id] = peer  # counted against max_peers while the answer is being made
         try:
             answer = await peer.accept(offer)
-        except (ValueError, KeyError, IndexError) as exc:  # aiortc's SDP parsing and checks
+        except Exception as exc:  # aiortc refuses what the checks let through (codecs, fingerprints, ...)
             await peer.close("bad_offer")
-            return _error(400, "bad_offer", f"the offer cannot be used: {exc}")
+            log.info("peer %s: offer refused by aiortc: %s: %s", peer_id, type(exc).__name__, exc)
+            return _error(400, "bad_offer", f"the offer cannot be used: {type(exc).__name__}: {exc}"[:300])
         except BaseException:
             await peer.close("answer_failed")
             raise
@@ -119,10 +144,13 @@ class DirectServer:
 
     async def healthz(self, _request: web.Request) -> web.Response:
         stats = self.engine.stats()
+        running = self.engine.running
+        problems = [] if running else ["the TTS engine is not running (the process exits for its supervisor)"]
         return web.json_response({
-            "status": "ok", "peers": len(self.peers), "max_peers": self.cfg.max_peers,
-            "engine": {"load": self.engine.load(), "active_streams": stats["active_streams"],
-                       "max_streams": stats["max_streams"]}})
+            "status": "ok" if running else "unavailable", "problems": problems,
+            "peers": len(self.peers), "max_peers": self.cfg.max_peers,
+            "engine": {"running": running, "load": self.engine.load(), "active_streams": stats["active_streams"],
+                       "max_streams": stats["max_streams"]}}, status=200 if running else 503)
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -138,19 +166,18 @@ class DirectServer:
             return _error(401, f"token_{exc.reason}", f"token rejected: {exc}", **challenge)
 
     async def _read_offer(self, request: web.Request) -> RTCSessionDescription | web.Response:
-        if request.content_length is not None and request.content_length > self.cfg.max_offer_bytes:
-            return _error(413, "offer_too_large", f"offers are limited to {self.cfg.max_offer_bytes} bytes")
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "bad_offer", "the body must be JSON: {\"type\": \"offer\", \"sdp\": \"...\"}")
+            body = parse_json(await read_body(request, self.cfg.max_offer_bytes))
+        except RequestError as exc:
+            code = {408: "offer_too_slow", 413: "offer_too_large"}.get(exc.status, "bad_offer")
+            return _error(exc.status, code, str(exc))
         if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
             return _error(400, "bad_offer", "the body must be {\"type\": \"offer\", \"sdp\": \"...\"}")
         sdp: str = body["sdp"]
-        media = _MEDIA_LINE.findall(sdp)
-        if not sdp.startswith("v=0") or media.count("audio") != 1 or set(media) - {"audio", "application"}:
-            return _error(400, "bad_offer", "the offer must be SDP with exactly one audio section "
-                          "(and optionally the 'agent-events' data channel); no video")
+        try:
+            check_offer_sdp(sdp)
+        except OfferRejected as exc:
+            return _error(400, "bad_offer", str(exc))
         sdp, kept = filter_candidates(sdp, self.cfg.ice_host_addresses)
         if kept == 0:  # it may still connect through peer-reflexive candidates; worth a log line
             log.warning("offer has no candidate reachable from %s", ", ".join(self.cfg.ice_host_addresses))
@@ -189,7 +216,8 @@ SERVER_KEY = web.AppKey("direct_server", DirectServer)
 def make_app(cfg: DirectServerConfig, agent_cfg: AgentConfig, engine: TTSEngine, vad: lk_vad.VAD) -> web.Application:
     """The signalling app; `app[SERVER_KEY]` is the DirectServer (its `peers` are the live calls)."""
     server = DirectServer(cfg, agent_cfg, engine, vad)
-    app = web.Application(middlewares=[_cors_middleware(cfg.allowed_origins)],
+    app = web.Application(middlewares=[unexpected_errors(lambda status, code, message: _error(status, code, message)),
+                                       _cors_middleware(cfg.allowed_origins)],
                           client_max_size=cfg.max_offer_bytes)
     app[SERVER_KEY] = server
     app.router.add_post("/api/offer", server.offer)

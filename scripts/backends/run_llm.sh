@@ -7,8 +7,11 @@
 #
 # The exact command it execs (so stop signals reach the server itself):
 #   .venv-backends/bin/python -m llama_cpp.server --model .venv-backends/models/smollm2-135m-instruct.gguf \
-#     --model_alias smollm2-135m --host 127.0.0.1 --port 8093 --n_ctx 2048 --n_threads 2
+#     --model_alias smollm2-135m --host 127.0.0.1 --port 8093 --n_ctx 2048 --n_threads 2 \
+#     --interrupt_requests False
 # Serves /v1/chat/completions, /v1/completions, /v1/models (no /health: check /v1/models).
+# One request at a time; --interrupt_requests False makes a second one wait instead of cutting the
+# running stream short (llama-cpp-python's default), so two sessions never truncate each other.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -47,4 +50,5 @@ fi
 
 echo "[run_llm] SmolLM2-135M (llama.cpp) on http://$HOST:$PORT/v1 (model alias smollm2-135m, $THREADS threads, n_ctx $N_CTX)"
 exec "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --model_alias smollm2-135m \
-  --host "$HOST" --port "$PORT" --n_ctx "$N_CTX" --n_threads "$THREADS" ${EXTRA[@]+"${EXTRA[@]}"}
+  --host "$HOST" --port "$PORT" --n_ctx "$N_CTX" --n_threads "$THREADS" --interrupt_requests False \
+  ${EXTRA[@]+"${EXTRA[@]}"}

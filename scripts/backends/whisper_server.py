@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import io
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,8 +116,10 @@ async def parse_request(request: web.Request) -> Request:
         raise BadRequest(f"expected multipart/form-data, got {request.content_type or 'no body'}")
     try:
         form = await request.post()
-    except ValueError as exc:  # a malformed multipart body
-        raise BadRequest(f"malformed multipart body: {exc}") from exc
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    except Exception as exc:  # a malformed multipart body, an unknown charset, an undecodable encoding
+        raise BadRequest(f"malformed multipart body: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
     upload = form.get("file")
     if not isinstance(upload, web.FileField):
         raise BadRequest("missing the 'file' field (an audio file upload)", "file")
@@ -184,9 +187,12 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise  # the client went away: nobody to answer
     except Exception:
-        logger.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal error (see the whisper server's log)")
+        request_id = secrets.token_hex(6)
+        logger.exception("request %s %s %s failed unexpectedly", request_id, request.method, request.path)
+        return error_response(500, f"internal error (request id {request_id}; the whisper server's log has it)")
 
 
 def make_app(transcriber: Transcriber) -> web.Application:
@@ -216,7 +222,8 @@ def main() -> None:
         parser.error("--threads must be >= 1")
     # Loaded before the port opens, so /health answering means the model is ready.
     transcriber = Transcriber(args.model_dir, args.threads, args.model_name)
-    web.run_app(make_app(transcriber), host=args.host, port=args.port, print=None)
+    # keepalive_timeout: also the deadline for a request's headers (aiohttp arms it at connect)
+    web.run_app(make_app(transcriber), host=args.host, port=args.port, print=None, keepalive_timeout=15)
 
 
 if __name__ == "__main__":

@@ -414,6 +414,15 @@ choose_reply_length() {
   fi
 }
 
+# The stand-ins serve one STT and one LLM request at a time and queue the rest (omni_router.py),
+# silently: with several sessions a request can wait longer than the agent's default 15 s of
+# silence. Unless OMNI_TIMEOUT_S is set, allow the wait.
+choose_request_timeout() {
+  [ "$OMNI_SOURCE" = cpu-standins ] && [ -z "${OMNI_TIMEOUT_S:-}" ] || return 0
+  OMNI_TIMEOUT_S=90
+  say "OMNI_TIMEOUT_S=90: the stand-ins queue concurrent sessions' requests (one at a time each)"
+}
+
 test_voice_banner() {
   cat <<EOF
 [start_all] ############################################################################
@@ -501,7 +510,7 @@ service_env() {
   )
   local var
   for var in OMNI_STT_STYLE OMNI_MODEL OMNI_STT_MODEL OMNI_PLAIN_STRING_CONTENT OMNI_SEND_MODALITIES \
-             LLM_MAX_TOKENS TTS_DEVICE LIVEKIT_URL AGENT_HOST AGENT_HEALTH_PORT; do
+             LLM_MAX_TOKENS OMNI_TIMEOUT_S TTS_DEVICE LIVEKIT_URL AGENT_HOST AGENT_HEALTH_PORT; do
     [ -n "${!var:-}" ] && SERVICE_ENV+=("$var=${!var}")
   done
   return 0
@@ -612,6 +621,7 @@ cmd_start() {
   choose_omni
   choose_tts
   choose_reply_length
+  choose_request_timeout
   # fail fast: every port this run needs, before anything starts
   check_port "the token server" "$TOKEN_SERVER_HOST" "$TOKEN_SERVER_PORT" TOKEN_SERVER_PORT
   if [ "$MODE" = direct ]; then

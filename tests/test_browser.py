@@ -110,8 +110,17 @@ async def _open_page(browser, origin: str):
     return page
 
 
-async def _wait(page, expression: str, timeout_s: float = 40) -> None:
-    await page.wait_for_function(expression, timeout=timeout_s * 1000)
+async def wait_in_page(page, expression: str, timeout_s: float = 40) -> None:
+    """Poll `expression` in the page. Not page.wait_for_function: Playwright's poller evals the
+    predicate inside the page, which the page's Content-Security-Policy (no 'unsafe-eval') forbids;
+    page.evaluate goes through the DevTools protocol, which the CSP does not govern."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await page.evaluate(expression):
+        if loop.time() > deadline:
+            errors = await page.evaluate("window.S && window.S.errors")
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {expression}; page errors: {errors}")
+        await asyncio.sleep(0.1)
 
 
 async def test_speak_and_hear_the_agent_with_a_complete_latency_turn(engine, vad, tmp_path):
@@ -121,7 +130,7 @@ async def test_speak_and_hear_the_agent_with_a_complete_latency_turn(engine, vad
     try:
         origin = await system.start()
         page = await _open_page(await system.browser(wav), origin)
-        await _wait(page, "window.S.turns.length >= 1 && window.S.agentRmsMax > 0.02")
+        await wait_in_page(page, "window.S.turns.length >= 1 && window.S.agentRmsMax > 0.02")
         state = await page.evaluate("window.S")
         assert state["mode"] == "direct" and state["errors"] == []
         assert {"role": "user", "text": "Hello there how are you today", "interrupted": False} in state["transcripts"]
@@ -144,7 +153,7 @@ async def test_barge_in_stops_the_agent_audio_at_the_page_and_the_next_reply_fol
     try:
         origin = await system.start()
         page = await _open_page(await system.browser(wav), origin)
-        await _wait(page, "window.S.turns.length >= 2 && window.S.transcripts.filter(t => t.role == 'agent').length >= 2",
+        await wait_in_page(page, "window.S.turns.length >= 2 && window.S.transcripts.filter(t => t.role == 'agent').length >= 2",
                     timeout_s=60)
         state = await page.evaluate("window.S")
         cut = state["turns"][0]
@@ -169,7 +178,7 @@ async def test_two_pages_talk_at_the_same_time_in_independent_sessions(engine, v
         origin = await system.start()
         browser = await system.browser(wav)
         pages = await asyncio.gather(_open_page(browser, origin), _open_page(browser, origin))
-        await asyncio.gather(*(_wait(p, "window.S.turns.length >= 1 && window.S.agentRmsMax > 0.02", 60) for p in pages))
+        await asyncio.gather(*(wait_in_page(p, "window.S.turns.length >= 1 && window.S.agentRmsMax > 0.02", 60) for p in pages))
         states = [await p.evaluate("window.S") for p in pages]
         assert states[0]["sessionId"] and states[0]["sessionId"] != states[1]["sessionId"]
         for state in states:

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from fake_omni import FakeOmni, FakeOmniThread
 from livekit_fixtures import AgentWorker
-from test_browser import LONG_REPLY, System, mic_wav
+from test_browser import LONG_REPLY, System, mic_wav, wait_in_page
 
 from agent.harness import scripted
 from token_server import TokenServerConfig
@@ -42,11 +42,16 @@ async def test_page_talks_to_the_worker_through_a_room_and_barges_in(livekit_ser
             origin = f"http://127.0.0.1:{runner.addresses[0][1]}"
             wav = mic_wav(tmp_path / "barge.wav", ("Tell me a long story", 1.5), ("Wait stop I have a question", 3.0))
             page = await (await system.browser(wav)).new_page()
+            console: list[str] = []
+            page.on("console", lambda msg: console.append(msg.text))
             await page.goto(origin + "/")
             await page.click("#connect")
-            await page.wait_for_function(
-                "window.S.turns.length >= 2 && window.S.transcripts.filter(t => t.role == 'agent').length >= 2",
-                timeout=120_000)
+            try:
+                await wait_in_page(page, "window.S.turns.length >= 2 && "
+                                         "window.S.transcripts.filter(t => t.role == 'agent').length >= 2", 120)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; console: {console[-15:]}") from None
+            assert not [m for m in console if "Content Security Policy" in m], console  # the page runs under it
             state = await page.evaluate("window.S")
             assert state["mode"] == "livekit" and state["errors"] == [], state["errors"]
             said = [t["text"] for t in state["transcripts"] if t["role"] == "user"]

@@ -167,3 +167,21 @@ async def test_slow_headers_and_slow_bodies_are_cut_off(tmp_path, monkeypatch):
         async with client.post("/api/token", data=trickle()) as resp:
             assert resp.status == 408
             assert "did not arrive" in (await resp.json())["error"]
+
+
+async def test_an_unexpected_exception_is_a_500_naming_only_a_request_id(tmp_path, caplog):
+    app = make_app(make_cfg(tmp_path))
+
+    async def broken(_request):
+        raise RuntimeError("secret internal detail")
+
+    app.router.add_post("/api/broken", broken)
+    async with TestClient(TestServer(app)) as client:
+        async with client.post("/api/broken") as resp:
+            body = await resp.json()
+        assert resp.status == 500 and "request id" in body["error"]
+        assert "secret internal detail" not in body["error"] and "Traceback" not in body["error"]
+        request_id = body["error"].rsplit(" ", 1)[-1].rstrip(")")
+        assert any(request_id in r.getMessage() for r in caplog.records)  # the log has the rest
+        async with client.get("/healthz") as health:
+            assert health.status == 200

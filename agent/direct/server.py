@@ -216,8 +216,7 @@ SERVER_KEY = web.AppKey("direct_server", DirectServer)
 def make_app(cfg: DirectServerConfig, agent_cfg: AgentConfig, engine: TTSEngine, vad: lk_vad.VAD) -> web.Application:
     """The signalling app; `app[SERVER_KEY]` is the DirectServer (its `peers` are the live calls)."""
     server = DirectServer(cfg, agent_cfg, engine, vad)
-    app = web.Application(middlewares=[unexpected_errors(lambda status, code, message: _error(status, code, message)),
-                                       _cors_middleware(cfg.allowed_origins)],
+    app = web.Application(middlewares=[unexpected_errors(_error), _cors_middleware(cfg.allowed_origins)],
                           client_max_size=cfg.max_offer_bytes)
     app[SERVER_KEY] = server
     app.router.add_post("/api/offer", server.offer)

@@ -157,12 +157,14 @@ class EngineSynthesizeStream(tts.SynthesizeStream):
         try:
             await asyncio.gather(*tasks)
             if timing.text.strip() and timing.packets == 0:
-                reason = engine_stream.stats.finish_reason if engine_stream is not None else "no engine stream"
-                if reason == "cancelled":
+                # `cancelled`, not stats.finish_reason: the engine thread records the reason at its
+                # next step, which may come after iteration here has already ended
+                if engine_stream is not None and engine_stream.cancelled:
                     # a barge-in before the first frame: nothing to say is the right outcome, and 499
                     # is how livekit is told so (else it reports "no audio frames were pushed")
                     raise APIStatusError("cancelled before the first audio frame", status_code=499,
                                          retryable=False)
+                reason = engine_stream.stats.finish_reason if engine_stream is not None else "no engine stream"
                 log.warning("synthesis of %r ended without audio (engine stream: %s)", timing.text, reason)
             output_emitter.end_segment()
         except TTSEngineError as exc:

@@ -148,8 +148,9 @@ class AgentWorker:
 
     def start(self) -> AgentWorker:
         with self.log.open("ab") as out:
+            # its own process group: stop() and kill() take down whatever the worker started, too
             self.proc = subprocess.Popen([sys.executable, "-m", "agent", "start"], env=self.env, cwd=ROOT,
-                                         stdout=out, stderr=subprocess.STDOUT)
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -173,17 +174,22 @@ class AgentWorker:
         raise AssertionError(f"worker {self.name} not healthy within {timeout_s} s (last: {last}):\n{tail(self.log)}")
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
 
     def kill(self) -> None:
-        """Die the way a crashed machine does: no goodbye to the LiveKit server."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        """Die the way a crashed machine does: no goodbye to the LiveKit server (nor from its children)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the group is gone already
+        self.proc.wait(10)

@@ -120,8 +120,8 @@ def truncated_stream_error(url: str) -> APIConnectionError:
 
 
 class OmniSTT(stt.STT):
-    """One HTTP request per utterance; `last_request_ms` is the latest request's wall time
-    (set after failures too) for the per-turn tracer."""
+    """One HTTP request per utterance; each request's wall time and queue wait go to the hooks
+    (the per-turn tracer); `last_request_ms` is the latest one's, set after failures too."""
 
     def __init__(self, config: OmniConfig, *, client: openai.AsyncOpenAI | None = None,
                  hooks: PipelineHooks | None = None) -> None:
@@ -131,7 +131,6 @@ class OmniSTT(stt.STT):
         self._client = client or make_client(config)
         self._owns_client = client is None
         self.last_request_ms: float | None = None
-        self._queue_ms: float | None = None  # the latest request's wait at a busy server, if it said
 
     @property
     def config(self) -> OmniConfig:
@@ -164,23 +163,26 @@ class OmniSTT(stt.STT):
 
         t0 = time.perf_counter()
         text, error = "", None
-        self._queue_ms = None
+        # local, not instance state: recognitions of overlapping utterances run concurrently
+        queue_ms: float | None = None  # this request's wait at a busy server, if it said
         try:
             if self._cfg.stt_style == "chat_audio":
-                text = await self._chat_audio(wav, lang)
+                text, queue_ms = await self._chat_audio(wav, lang)
             else:
-                text = await self._transcriptions(wav, lang)
+                text, queue_ms = await self._transcriptions(wav, lang)
         except Exception as exc:
             error = str(exc) or exc.__class__.__name__
             raise
         finally:
-            self.last_request_ms = (time.perf_counter() - t0) * 1000.0
+            request_ms = (time.perf_counter() - t0) * 1000.0
+            self.last_request_ms = request_ms
             if self.hooks is not None:
-                self.hooks.stt_finished(self.last_request_ms, text.strip(), error, self._queue_ms)
-        logger.debug("transcribed %d WAV bytes in %.0f ms: %r", len(wav), self.last_request_ms, text)
+                self.hooks.stt_finished(request_ms, text.strip(), error, queue_ms)
+        logger.debug("transcribed %d WAV bytes in %.0f ms: %r", len(wav), request_ms, text)
         return _final(text.strip(), lang)
 
-    async def _chat_audio(self, wav: bytes, language: str) -> str:
+    async def _chat_audio(self, wav: bytes, language: str) -> tuple[str, float | None]:
+        """The transcript and the server's queue wait (X-Queue-Wait-Ms), if it sent one."""
         url = f"{self._cfg.api_base}/chat/completions"
         data_uri = "data:audio/wav;base64," + base64.b64encode(wav).decode("ascii")
         content = [
@@ -189,6 +191,7 @@ class OmniSTT(stt.STT):
         ]
         parts: list[str] = []
         finished = False
+        queue_ms: float | None = None
         stage = "request"
         try:
             stream: Any = await self._client.chat.completions.create(  # an AsyncStream (stream=True)
@@ -199,7 +202,7 @@ class OmniSTT(stt.STT):
                 temperature=0.0,  # a transcript should not vary between identical requests
             )
             stage = "stream"
-            self._queue_ms = queue_wait_ms(stream.response.headers)
+            queue_ms = queue_wait_ms(stream.response.headers)
             # `async with` closes the HTTP response if this task is cancelled mid-read.
             async with stream:
                 async for chunk in stream:
@@ -210,9 +213,9 @@ class OmniSTT(stt.STT):
             raise to_api_error(e, url=url, timeout_s=self._cfg.request_timeout_s, stage=stage) from e
         if not finished:
             raise truncated_stream_error(url)
-        return "".join(parts)
+        return "".join(parts), queue_ms
 
-    async def _transcriptions(self, wav: bytes, language: str) -> str:
+    async def _transcriptions(self, wav: bytes, language: str) -> tuple[str, float | None]:
         url = f"{self._cfg.api_base}/audio/transcriptions"
         extra = {"prompt": self._cfg.stt_prompt} if self._cfg.stt_prompt else {}
         try:
@@ -223,11 +226,11 @@ class OmniSTT(stt.STT):
                 response_format="json",
                 **extra,
             )
-            self._queue_ms = queue_wait_ms(raw.headers)
+            queue_ms = queue_wait_ms(raw.headers)
             resp: Any = raw.parse()
         except openai.OpenAIError as e:
             raise to_api_error(e, url=url, timeout_s=self._cfg.request_timeout_s, stage="request") from e
-        return resp.text or ""
+        return resp.text or "", queue_ms
 
 
 def _final(text: str, language: str) -> stt.SpeechEvent:

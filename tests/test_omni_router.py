@@ -101,3 +101,44 @@ async def test_bad_requests_get_4xx_json(tmp_path):
                     assert 400 <= resp.status < 500 and body["error"]["message"], body
     finally:
         await fake.stop()
+
+
+class RecordingHooks:
+    """The STT's hooks as the tracer receives them: one (request_ms, text, queue_ms) per request."""
+
+    def __init__(self) -> None:
+        self.finished: list[tuple[float, str, float | None]] = []
+
+    def stt_finished(self, request_ms: float, text: str, error: str | None = None,
+                     queue_ms: float | None = None) -> None:
+        self.finished.append((request_ms, text, queue_ms))
+
+
+async def test_overlapping_recognitions_each_report_their_own_wait(tmp_path):
+    """Two utterances transcribed at once: the second waits for the first (at least the fake's 1 s of
+    STT work) and each request's hook call carries its own wait, not the other's."""
+    from livekit import rtc
+    from livekit.agents import APIConnectOptions
+
+    from agent.omni_config import OmniConfig
+    from agent.omni_stt import OmniSTT
+
+    fake = FakeOmni(transcripts=["first words", "second words"], stt_latency_s=1.0)
+    upstream = await fake.start()
+    try:
+        async with router_in_front_of(upstream) as base:
+            hooks = RecordingHooks()
+            stt = OmniSTT(OmniConfig(base_url=f"{base}/v1", stt_style="transcriptions"), hooks=hooks)  # type: ignore[arg-type]
+            frame = rtc.AudioFrame(data=b"\0\0" * 3200, sample_rate=16000, num_channels=1, samples_per_channel=3200)
+            try:
+                await asyncio.gather(*(stt.recognize([frame], conn_options=APIConnectOptions(max_retry=0))
+                                       for _ in range(2)))
+            finally:
+                await stt.aclose()
+            assert len(hooks.finished) == 2
+            (fast_ms, _, fast_wait), (slow_ms, _, slow_wait) = sorted(hooks.finished)
+            assert fast_wait is not None and slow_wait is not None
+            assert slow_wait >= 900 and fast_wait < slow_wait  # the second queued behind the first's 1 s
+            assert slow_ms >= slow_wait  # a request's wall time covers its own wait
+    finally:
+        await fake.stop()

@@ -158,7 +158,7 @@ def test_underrun_accounting(tiny_checkpoint, monkeypatch):
         from tts_engine.text_input import IncrementalTokenizer
         u = utt_module.Utterance(
             stream=s, slot=0, voice=resolve_voice(engine.loaded.talker_config, "ryan", "english", engine.languages),
-            streaming=True, seed=0, max_frames=3, tokenizer=IncrementalTokenizer(engine.loaded.tokenizer),
+            streaming=True, seed=0, max_frames=3, tokenizer=IncrementalTokenizer(engine.text_tokenizer),
             packetizer=Packetizer(), frame_cap=engine.config.frame_cap)
         zeros = np.zeros(1920, dtype=np.float32)
         codes = np.zeros(16, dtype=np.int64)

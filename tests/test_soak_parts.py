@@ -134,3 +134,12 @@ def test_memory_growth_flags_a_service_that_grew_or_died():
     growth, failures = memory_growth(start, end, max_growth_mb=300)
     assert growth["agent"]["rss_growth_mb"] == pytest.approx(450.0)
     assert len(failures) == 1 and "agent" in failures[0]
+
+
+def test_a_reply_cut_before_its_first_audio_needs_no_tts_figures():
+    """Interrupted before a frame was heard: no TTS or voice-to-voice figure exists, and that is
+    consistent; an uninterrupted answer without them is not, nor is a cut turn without its STT."""
+    cut = turn(interrupted=True, cancel_to_silence_ms=0.0, tts_ttfa_ms=None, voice_to_voice_ms=None)
+    assert trace_problems(cut, "s1") == []
+    assert any("tts_ttfa_ms" in p for p in trace_problems(turn(tts_ttfa_ms=None), "s1"))
+    assert any("stt_ms" in p for p in trace_problems({**cut, "stt_ms": None}, "s1"))

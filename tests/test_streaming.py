@@ -56,7 +56,7 @@ def test_audio_starts_before_end_text(greedy_engine):
 def test_talker_waits_for_text_instead_of_running_ahead(greedy_engine):
     stream = greedy_engine.open_stream(speaker="ryan", language="english", max_frames=200)
     stream.push_text("Two words then")  # 'then' may still grow: held back until more text comes
-    committed = len(greedy_engine.loaded.tokenizer.encode("Two words", add_special_tokens=False))
+    committed = len(greedy_engine.text_tokenizer.encode("Two words"))  # the engine thread tokenizes too
     # frame f needs text token f+1, so exactly `committed` frames can be made before the talker waits
     deadline = time.monotonic() + 20
     while stream.codes.shape[0] < committed and time.monotonic() < deadline:
@@ -124,7 +124,7 @@ def test_frame_cap_follows_text_length(greedy_engine):
     stream.push_text("Hi.")
     stream.end_text()
     list(stream)
-    tokens = len(greedy_engine.loaded.tokenizer.encode("Hi.", add_special_tokens=False))
+    tokens = len(greedy_engine.text_tokenizer.encode("Hi."))
     assert stream.codes.shape[0] == cap.cap(tokens)
     assert stream.stats.finish_reason == "frame_cap"
 
@@ -135,8 +135,9 @@ def test_spoken_text_follows_the_dual_track_alignment(greedy_engine):
     stream.push_text(text)
     stream.end_text()
     list(stream)
-    tokens = greedy_engine.loaded.tokenizer.encode(text, add_special_tokens=False)
+    tokens = greedy_engine.text_tokenizer.encode(text)
     assert stream.spoken_text(0) == ""
-    assert stream.spoken_text(3) == greedy_engine.loaded.tokenizer.decode(tokens[:3]).strip()
+    assert stream.spoken_text(3) == greedy_engine.text_tokenizer.decode(tokens[:3]).strip()
     assert text.startswith(stream.spoken_text(5))
     assert stream.spoken_text(1000) == text
+

@@ -62,8 +62,8 @@ class SchedulerConfig:
 
     max_lead_s: a stream whose delivered audio is this far ahead of real-time playback (counted
     from its first packet) is not stepped, so the device goes to streams that need it and little is
-    thrown away on barge-in; None disables the limit. max_batch: most rows in one batched phase
-    (the largest batch bucket); beyond it the streams with the least playout slack go first.
+    thrown away on barge-in; None disables the limit. max_batch: most streams advanced in one step
+    (at most the largest batch bucket); beyond it the streams with the least playout slack go first.
     """
 
     max_lead_s: float | None = 1.5

@@ -30,7 +30,7 @@ from .prompt import Voice, resolve_voice
 from .runner import ModelRunner
 from .scheduler import StepExecutor
 from .stream import TTSStream
-from .text_input import IncrementalTokenizer
+from .text_input import IncrementalTokenizer, SharedTokenizer
 from .utterance import Utterance
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class TTSEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.loaded = load_model(config)
+        self.text_tokenizer = SharedTokenizer(self.loaded.tokenizer)  # every thread's text goes through it
         self.runner = ModelRunner(self.loaded, config)
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
@@ -185,7 +186,7 @@ class TTSEngine:
             stream = TTSStream(self, next(self._ids), self.config.max_text_chars)
             utt = Utterance(stream=stream, slot=slot, voice=voice, streaming=streaming,
                             seed=self.config.seed if seed is None else seed, max_frames=max_frames,
-                            tokenizer=IncrementalTokenizer(self.loaded.tokenizer),
+                            tokenizer=IncrementalTokenizer(self.text_tokenizer),
                             packetizer=Packetizer(output_rate=self.config.output_sample_rate),
                             frame_cap=self.config.frame_cap, keep_float=keep_float, bypass_lead=keep_float)
             self._pending.append(utt)

@@ -4,7 +4,7 @@
 2. new utterances: prefill, and their first frame in this same step - a new reply's first audio is
    never queued behind long replies;
 3. running streams by playout slack, earliest deadline first (least audio buffered ahead of
-   real-time playback goes first), at most `max_batch` rows per batched stage; a stream more than
+   real-time playback goes first), at most `max_batch` streams per step; a stream more than
    `max_lead_s` ahead is not stepped at all, so the device goes where it is needed and little is
    thrown away when a user barges in;
 4. background work (prefix-cache warming) only when nothing else is runnable.
@@ -77,8 +77,11 @@ class StepExecutor:
                 self._end(utt, ended, error=StreamError(f"text failed: {exc.__class__.__name__}: {exc}"))
         now = time.monotonic()
         ran = self._prefill([u for u in self.active if u.phase is Phase.PREFILL and u.ready_for_prefill()], ended)
-        ran |= self._predict(self._select(Phase.PREDICT, now), ended)
-        ran |= self._talk(self._select(Phase.TALK, now), ended)
+        advancing = self._advancing(now)
+        ran |= self._predict([u for u in advancing if u.phase is Phase.PREDICT], ended)
+        # a row that just predicted talks in the same step: one whole frame per step
+        ran |= self._talk([u for u in advancing if u.phase is Phase.TALK and u in self.active and self._runnable(u)],
+                          ended)
         if ran or any(u.stream._should_stop() for u in self.active):
             return ended, None
         if self.background:
@@ -98,11 +101,14 @@ class StepExecutor:
             return utt.text_id_for_talk(self.runner.prompts.tts_eos_id, self.runner.prompts.tts_pad_id) is not None
         return utt.phase is Phase.PREDICT
 
-    def _select(self, phase: Phase, now: float) -> list[Utterance]:
+    def _advancing(self, now: float) -> list[Utterance]:
+        """The streams that advance this step: earliest deadline first (new utterances lead), at most
+        max_batch of them whichever stage each is in - chosen across both stages, so a stream that is
+        ahead never advances beside a more urgent one just because they sit in different stages."""
         limit = self.sched.max_lead_s
-        rows = [u for u in self.active if u.phase is phase and self._runnable(u)
+        rows = [u for u in self.active if u.phase in (Phase.PREDICT, Phase.TALK) and self._runnable(u)
                 and (limit is None or u.bypass_lead or self._lead(u, now) <= limit)]
-        rows.sort(key=lambda u: self._lead(u, now))  # earliest deadline first; new utterances lead
+        rows.sort(key=lambda u: self._lead(u, now))
         return rows[:self.sched.max_batch]
 
     def _idle_delay(self, now: float) -> float:
@@ -184,7 +190,7 @@ class StepExecutor:
         text_ids: list[int] = []
         for u in batch:
             text_id = u.text_id_for_talk(r.prompts.tts_eos_id, r.prompts.tts_pad_id)
-            assert text_id is not None  # _select only picks rows whose next text token is known
+            assert text_id is not None  # only rows whose next text token is known get here
             text_ids.append(text_id)
         try:
             self.steps.talk([u.slot for u in batch], text_ids, [u.position for u in batch])

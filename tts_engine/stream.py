@@ -140,7 +140,7 @@ class TTSStream:
         granularity, not a forced alignment."""
         with self._cond:
             tokens = self._text_tokens[:max(0, frames_played)]
-        return self._engine.loaded.tokenizer.decode(tokens, skip_special_tokens=True).strip() if tokens else ""
+        return self._engine.text_tokenizer.decode(tokens).strip() if tokens else ""
 
     def _note_tokens(self, tokens: list[int]) -> None:
         with self._cond:

@@ -61,7 +61,7 @@ def measure_frame_split(engine, frames: int, speaker: str, language: str, text: 
                         warmup_frames: int = 2) -> dict[str, dict]:
     """{stage: ms summary} for talker, predictor, codec and their per-frame total."""
     voice = resolve_voice(engine.loaded.talker_config, speaker, language, engine.languages)
-    tokens = IncrementalTokenizer(engine.loaded.tokenizer).tokenize_all(text)
+    tokens = IncrementalTokenizer(engine.text_tokenizer).tokenize_all(text)
     slot = engine.config.max_streams - 1
     with torch.inference_mode():
         _frames(engine, voice, tokens, warmup_frames, slot)  # lazy init, allocator, kernel selection

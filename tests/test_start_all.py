@@ -216,10 +216,12 @@ def test_start_status_soak_stop(run_env, fake_omni, tmp_path):
     assert_stopped(run_env, pids)
 
 
-def test_default_bringup_with_cpu_standins_soaks_10_turns(run_env, cpu_backends_venv, tmp_path):
+def test_default_bringup_with_cpu_standins_soaks_4_sessions(run_env, cpu_backends_venv, tmp_path):
     """What a fresh machine without a GPU gets from the README's command: real Whisper base and
     SmolLM2 (llama.cpp) behind the Omni API, the tiny test voice, and LiveKit mode on the project's
-    own LiveKit server (scripts/test.sh installed it; start_all would build it itself)."""
+    own LiveKit server (scripts/test.sh installed it; start_all would build it itself). Four people
+    talk at once (the default session limit), barging in on every third turn: on two cores their
+    requests queue at the stand-ins' router for seconds, and every turn still gets a whole reply."""
     run_env |= {"OMNI_LOCAL_PORT": str(free_port()), "WHISPER_PORT": str(free_port()), "LLM_PORT": str(free_port()),
                 "BACKENDS_VENV": cpu_backends_venv}
     page = f"http://127.0.0.1:{run_env['TOKEN_SERVER_PORT']}"
@@ -240,8 +242,13 @@ def test_default_bringup_with_cpu_standins_soaks_10_turns(run_env, cpu_backends_
     assert stat.S_IMODE((run_dir / "livekit" / "livekit.yaml").stat().st_mode) == 0o600
     assert not [p.pid for p in processes_of_run(str(run_dir)) if secret in " ".join(p.cmdline())]
 
-    report = soak(run_env, page, tmp_path / "soak.json", timeout=900)
+    # --turn-timeout: a reply may start only after the other sessions' queued requests (~60 s seen)
+    report = soak(run_env, page, tmp_path / "soak.json", 1800, "--sessions", "4", "--barge-in-every", "3",
+                  "--turn-timeout", "180")
     assert report["mode"] == "livekit" and report["leaks"]["metrics"]["active_sessions"] == 0
+    assert report["errors"] == 0 and report["timeouts"] == 0, report["failures"]
+    assert [s["turns_completed"] for s in report["sessions"]] == [10] * 4, report["failures"]
+    assert report["barge_ins"]["attempted"] >= 8
     assert set(report["memory"]) == set(pids)
     assert all(t["user_text"] for t in report["turns"])  # Whisper heard words in every utterance
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from livekit.agents.voice import AgentSession
 
+from .clock import monotonic_from_wall
 from .tts_plugin import EngineTTS
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,10 @@ class DuplexConfig:
 class BargeIn:
     """One barge-in, in time.monotonic seconds."""
 
-    detected_at: float
+    detected_at: float  # the VAD's START_OF_SPEECH reached the controller
     silent_at: float  # when no more agent audio could be heard (end of the frame in flight)
     while_state: str
+    onset_at: float | None = None  # when the user's speech really began (the VAD backdates its start)
     outcome: str = "pending"  # "cut", "false_resumed", "false_dropped"
     cut_at: float | None = None
     # what was being said when the user cut in: a cut stops exactly these, never a reply that
@@ -65,7 +67,19 @@ class BargeIn:
 
     @property
     def cancel_to_silence_ms(self) -> float:
+        """Detection -> silence on our side: only the drain of the frame already handed over."""
         return max(0.0, (self.silent_at - self.detected_at) * 1000)
+
+    @property
+    def onset_to_silence_ms(self) -> float | None:
+        """The user's speech onset -> no more agent audio leaving the agent (the wire and the
+        listener's jitter buffer come on top: scripts/bench_duplex.py measures those at the listener)."""
+        return None if self.onset_at is None else max(0.0, (self.silent_at - self.onset_at) * 1000)
+
+    @property
+    def detect_ms(self) -> float | None:
+        """The user's speech onset -> the VAD's START_OF_SPEECH (min_speech_s, windows, inference)."""
+        return None if self.onset_at is None else max(0.0, (self.detected_at - self.onset_at) * 1000)
 
 
 class DuplexController:
@@ -113,16 +127,16 @@ class DuplexController:
 
     def _on_user_state(self, ev: Any) -> None:
         if ev.new_state == "speaking":
-            self._user_started()
+            self._user_started(onset_at=monotonic_from_wall(getattr(ev, "created_at", None)))
         elif ev.new_state == "listening" and self.pending is not None and self.pending.outcome == "pending":
             self._false_interruption()
 
-    def _user_started(self) -> None:
+    def _user_started(self, onset_at: float | None = None) -> None:
         if self.state not in (DuplexState.THINKING, DuplexState.SPEAKING) or self.pending is not None:
             return
         now = time.monotonic()
         self.output.pause()  # silence first, decide second
-        self.pending = self._new_barge_in(now)
+        self.pending = self._new_barge_in(now, onset_at)
         self._set(DuplexState.INTERRUPTED)
         log.info("barge-in detected while %s", self.pending.while_state)
         if self.config.barge_in_min_speech_s <= 0:
@@ -146,10 +160,11 @@ class DuplexController:
 
     # ---- the cut -------------------------------------------------------------------------------
 
-    def _new_barge_in(self, now: float) -> BargeIn:
+    def _new_barge_in(self, now: float, onset_at: float | None = None) -> BargeIn:
         audible_until = getattr(self.output, "audible_until", now)
         streams = [s.engine_stream for s in self.tts.active_streams if s.engine_stream is not None]
         return BargeIn(detected_at=now, silent_at=max(now, audible_until), while_state=self.state.value,
+                       onset_at=None if onset_at is None else min(onset_at, now),
                        speech=self.session.current_speech, engine_streams=streams)
 
     def cut(self, outcome: str = "cut") -> None:

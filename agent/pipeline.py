@@ -29,6 +29,7 @@ from livekit.plugins import silero
 from tts_engine import TTSEngine
 
 from .audio_output import PacedAudioOutput
+from .clock import monotonic_from_wall
 from .config import AgentConfig
 from .duplex import BargeIn, DuplexController
 from .echo_gate import EchoGate
@@ -181,7 +182,8 @@ class VoicePipeline:
 
     def _on_user_state(self, ev: Any) -> None:
         if ev.new_state == "listening" and ev.old_state == "speaking":
-            self.tracer.user_speech_ended()
+            # created_at: livekit backdates the end of speech by the silence its VAD waited for
+            self.tracer.user_speech_ended(ended_at=monotonic_from_wall(getattr(ev, "created_at", None)))
         self._emit("user_state", {"state": ev.new_state})
 
     def _on_agent_state(self, ev: Any) -> None:
@@ -237,5 +239,8 @@ class VoicePipeline:
         self.tracer.tts_timing(timing.synthesis_id, timing.first_text_at, timing.first_audio_at, timing.error)
 
     def _on_barge_in(self, barge_in: BargeIn) -> None:
-        self.tracer.barge_in(barge_in.cancel_to_silence_ms, barge_in.outcome)
-        self._emit("barge_in", {"outcome": barge_in.outcome, "cancel_to_silence_ms": barge_in.cancel_to_silence_ms})
+        self.tracer.barge_in(barge_in.cancel_to_silence_ms, barge_in.outcome,
+                             onset_to_silence_ms=barge_in.onset_to_silence_ms, detect_ms=barge_in.detect_ms)
+        self._emit("barge_in", {"outcome": barge_in.outcome, "cancel_to_silence_ms": barge_in.cancel_to_silence_ms,
+                                "onset_to_silence_ms": barge_in.onset_to_silence_ms,
+                                "detect_ms": barge_in.detect_ms})

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 # when the server does not say: only the CPU stand-ins' router does).
 STAGES: tuple[str, ...] = ("vad_to_stt_ms", "stt_ms", "llm_ttft_ms", "tts_ttfa_ms", "tts_first_to_publish_ms",
                            "voice_to_voice_ms", "pipeline_overhead_ms", "cancel_to_silence_ms",
-                           "stt_queue_ms", "llm_queue_ms")
+                           "stt_queue_ms", "llm_queue_ms", "endpointing_ms", "onset_to_silence_ms",
+                           "barge_in_detect_ms")
 ERROR_STAGES: tuple[str, ...] = ("stt", "llm", "tts", "other")
 TOP_ERRORS = 5
 # A turn's error field joins several failures with "; " (agent/traces.py); split only where the

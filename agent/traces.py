@@ -33,7 +33,9 @@ class Turn:
     opened_at: float  # monotonic
     wall_ts: float  # time.time() at open
     opened_by: str  # "end_of_speech" or "barge_in"
-    vad_end_at: float | None = None
+    vad_end_at: float | None = None  # when a VAD reported the end of speech (detection time)
+    speech_end_at: float | None = None  # when the speech really ended: the session VAD's end, backdated
+    # by the silence it waited for (and its inference time) before it could say so
     stt_started_at: float | None = None
     stt_done_at: float | None = None
     stt_ms: float | None = None
@@ -51,13 +53,17 @@ class Turn:
     interrupted: bool = False
     barge_in_outcome: str | None = None
     cancel_to_silence_ms: float | None = None
+    onset_to_silence_ms: float | None = None  # the barge-in's true speech onset -> no more agent audio
+    barge_in_detect_ms: float | None = None  # true speech onset -> the VAD's START_OF_SPEECH
     errors: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def record(self, session_id: str) -> dict[str, Any]:
         # speech ended before its transcription started, whichever VAD noticed first (livekit runs
         # two, and a loaded machine can make the session's one late)
-        ended = min((t for t in (self.vad_end_at, self.stt_started_at) if t is not None), default=None)
+        # (the true end, when the session's VAD reported one, is earlier than both)
+        ended = min((t for t in (self.speech_end_at, self.vad_end_at, self.stt_started_at) if t is not None),
+                    default=None)
         v2v = _ms(ended, self.published_at)
         stt, ttft = self.stt_ms, _ms(self.llm_started_at, self.llm_first_token_at)
         ttfa = _ms(self.tts_first_text_at, self.tts_first_audio_at)
@@ -79,6 +85,9 @@ class Turn:
             "llm_total_ms": _ms(self.llm_started_at, self.llm_done_at),
             "pipeline_overhead_ms": round(v2v - sum(inside), 2) if v2v is not None and len(inside) == 3 else None,
             "stt_queue_ms": self.stt_queue_ms, "llm_queue_ms": self.llm_queue_ms,
+            "endpointing_ms": _ms(self.speech_end_at, self.vad_end_at),
+            "onset_to_silence_ms": self.onset_to_silence_ms if self.interrupted else None,
+            "barge_in_detect_ms": self.barge_in_detect_ms if self.interrupted else None,
             **self.extra,
         }
         return rec
@@ -140,8 +149,13 @@ class TurnTracer:
             turn.vad_end_at = min(turn.vad_end_at, at)
         return turn
 
-    def user_speech_ended(self) -> None:
-        self._speech_end(time.monotonic())
+    def user_speech_ended(self, ended_at: float | None = None) -> None:
+        """The session's VAD reported the end of speech now; `ended_at` (monotonic) is when the
+        speech really ended, if known (the VAD backdates its END_OF_SPEECH by the silence it waited on)."""
+        now = time.monotonic()
+        turn = self._speech_end(now)
+        if ended_at is not None:  # this detection is the turn's (latest) end, whichever VAD saw it first
+            turn.speech_end_at = min(ended_at, now)
 
     def stt_finished(self, duration_ms: float | None, text: str, error: str | None = None,
                      queue_ms: float | None = None) -> None:
@@ -211,7 +225,8 @@ class TurnTracer:
             self.turn.interrupted = self.turn.interrupted or interrupted
             self.close(reason="interrupted" if interrupted else "done")
 
-    def barge_in(self, cancel_to_silence_ms: float, outcome: str) -> None:
+    def barge_in(self, cancel_to_silence_ms: float, outcome: str, onset_to_silence_ms: float | None = None,
+                 detect_ms: float | None = None) -> None:
         """A barge-in closes the turn being answered and opens the user's new one."""
         now = time.monotonic()
         t = self.turn
@@ -222,6 +237,8 @@ class TurnTracer:
             return
         t.interrupted = True
         t.cancel_to_silence_ms = round(cancel_to_silence_ms, 2)
+        t.onset_to_silence_ms = None if onset_to_silence_ms is None else round(onset_to_silence_ms, 2)
+        t.barge_in_detect_ms = None if detect_ms is None else round(detect_ms, 2)
         self.flush_closing()
         self.closing, self.turn = t, None
         self._promote_incoming() or self._open("barge_in", now)

@@ -112,7 +112,7 @@ async def test_barge_in_silences_cancels_and_the_next_turn_works(engine, vad, sp
             conv.pipeline.tts.on_timing = lambda t: (timings.append(t), previous(t))
             conv.mic.schedule(speech["hello"], at_s=0.3)
             await conv.wait_for(lambda: conv.speaker.frames_played > 25, 30, "the agent to be speaking")
-            conv.mic.schedule(speech["stop"], at_s=conv.mic.position_s + 0.1)
+            stop_span = conv.mic.schedule(speech["stop"], at_s=conv.mic.position_s + 0.1)
             await conv.wait_turns(2, timeout=40)
             first, second = conv.turns[0], conv.turns[1]
             barge = conv.pipeline.controller.history[0]
@@ -122,6 +122,15 @@ async def test_barge_in_silences_cancels_and_the_next_turn_works(engine, vad, sp
             assert first["interrupted"] is True and first["cancel_to_silence_ms"] is not None
             assert first["cancel_to_silence_ms"] <= 32
             assert first["barge_in_outcome"] == "cut"
+            # the onset is backdated from the VAD's detection by the speech it needed (>= min_speech_s),
+            # never to before the interrupting clip began (its first sample, on the same clock)
+            assert barge.onset_at is not None and barge.onset_at >= stop_span.started_at - 0.02
+            assert first["barge_in_detect_ms"] >= 0.05 * 1000 * 0.95
+            assert first["onset_to_silence_ms"] >= first["barge_in_detect_ms"]
+            # END_OF_SPEECH waits min_silence_s (0.3 s here) of silence: that wait is reported, and
+            # voice-to-voice includes it
+            assert second["endpointing_ms"] >= 0.3 * 1000 * 0.95
+            assert second["voice_to_voice_ms"] >= max(second["endpointing_ms"], second["stt_ms"])
             assert first["tts_ttfa_ms"] is not None and first["voice_to_voice_ms"] is not None
             assert len(first["agent_text"]) < len(LONG_REPLY), "only what was spoken enters the history"
             await omni.wait_for_disconnects(1, timeout=2.0)  # the LLM HTTP stream was closed

@@ -123,6 +123,20 @@ def test_a_turn_opened_by_a_barge_in_is_not_timed_out_while_the_user_still_talks
     assert len(tracer.records) == 2
 
 
+def _reply(tracer: TurnTracer, clock: list[float], first_token_at: float, tts: tuple[float, float],
+           published_at: float) -> dict:
+    """The LLM's first token, the TTS's first text and audio, the first frame out and the assistant
+    message, on the patched clock; the one finished turn's record."""
+    clock[0] = first_token_at
+    tracer.llm_first_token()
+    tracer.tts_timing("a", *tts, None)
+    clock[0] = published_at
+    tracer.playback_started()
+    tracer.agent_message("Hi.", interrupted=False)
+    (rec,) = tracer.records
+    return rec
+
+
 def test_a_late_session_vad_end_after_a_queued_stt_keeps_voice_to_voice_above_stt(monkeypatch):
     """Two sessions on the stand-ins: the transcription queued for 2 s, and the session's own VAD
     (late on a loaded machine) reported the end of speech only after the transcript was back. The
@@ -138,13 +152,66 @@ def test_a_late_session_vad_end_after_a_queued_stt_keeps_voice_to_voice_above_st
     clock[0] = 102.3
     tracer.llm_started()
     tracer.llm_queued(300.0)
-    clock[0] = 102.8
-    tracer.llm_first_token()
-    tracer.tts_timing("a", 102.85, 102.95, None)
-    clock[0] = 103.0
-    tracer.playback_started()
-    tracer.agent_message("Hi.", interrupted=False)
-    (rec,) = tracer.records
+    rec = _reply(tracer, clock, 102.8, (102.85, 102.95), 103.0)
     assert rec["stt_ms"] == 2200.0 and rec["voice_to_voice_ms"] == 3000.0
     assert rec["stt_queue_ms"] == 1800.0 and rec["llm_queue_ms"] == 300.0
     assert rec["pipeline_overhead_ms"] >= 0
+
+
+def test_voice_to_voice_counts_from_the_true_end_of_speech_and_reports_the_endpointing_wait(monkeypatch):
+    """Silero says END_OF_SPEECH only after min_silence_s of silence; livekit backdates the event to
+    the real end. Voice-to-voice starts there (what the person waits through), and the wait before
+    the detection is its own figure."""
+    clock = [100.5]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    tracer = TurnTracer("s", None)
+    tracer.user_speech_ended(ended_at=100.0)  # detected at 100.5: 500 ms of endpointing
+    clock[0] = 101.0
+    tracer.stt_finished(400.0, "hello")  # sent at 100.6
+    tracer.llm_started()
+    rec = _reply(tracer, clock, 101.3, (101.35, 101.6), 102.0)
+    assert rec["endpointing_ms"] == 500.0
+    assert rec["voice_to_voice_ms"] == 2000.0  # from 100.0, not from the detection at 100.5
+    assert rec["vad_to_stt_ms"] == 1000.0 and rec["pipeline_overhead_ms"] >= 0
+
+
+def test_a_turn_without_the_sessions_vad_end_has_no_endpointing_figure(monkeypatch):
+    clock = [10.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    tracer = TurnTracer("s", None)
+    tracer.stt_finished(200.0, "hello")  # only the STT adapter's VAD saw this end
+    tracer.llm_started()
+    rec = _reply(tracer, clock, 10.0, (10.0, 10.1), 10.5)
+    assert rec["endpointing_ms"] is None and rec["voice_to_voice_ms"] == 700.0
+
+
+def test_a_barge_in_records_its_onset_to_silence_and_detection_time():
+    tracer = TurnTracer("s", None)
+    tracer.user_speech_ended()
+    tracer.stt_finished(5.0, "tell me a story")
+    tracer.llm_started()
+    tracer.playback_started()
+    tracer.barge_in(4.2, "cut", onset_to_silence_ms=251.0, detect_ms=246.8)
+    tracer.agent_message("Once", interrupted=True)
+    (cut,) = tracer.records
+    assert (cut["cancel_to_silence_ms"], cut["onset_to_silence_ms"], cut["barge_in_detect_ms"]) == (4.2, 251.0, 246.8)
+
+
+def test_barge_in_times_from_the_backdated_onset():
+    from agent.duplex import BargeIn
+
+    b = BargeIn(detected_at=50.30, silent_at=50.32, while_state="speaking", onset_at=50.05)
+    assert b.detect_ms == pytest.approx(250.0) and b.onset_to_silence_ms == pytest.approx(270.0)
+    assert b.cancel_to_silence_ms == pytest.approx(20.0)
+    unknown = BargeIn(detected_at=1.0, silent_at=1.0, while_state="thinking")
+    assert unknown.onset_to_silence_ms is None and unknown.detect_ms is None
+
+
+def test_a_wall_clock_stamp_maps_onto_the_monotonic_clock(monkeypatch):
+    from agent.clock import monotonic_from_wall
+
+    monkeypatch.setattr(time, "monotonic", lambda: 500.0)
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+    assert monotonic_from_wall(1_800_000_000.0 - 0.35) == pytest.approx(499.65)
+    assert monotonic_from_wall(1_800_000_000.0 + 5) == 500.0  # a stamp from the future is now
+    assert monotonic_from_wall(None) == 500.0

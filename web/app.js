@@ -34,10 +34,12 @@ function addTranscript(role, text, interrupted) {
 function addTurn(rec) {
   S.turns.push(rec);
   const fmt = (v) => (v === null || v === undefined ? "-" : Math.round(v));
-  const cut = rec.interrupted ? `cut, silent in ${fmt(rec.cancel_to_silence_ms)}` : "";
+  // onset -> silent: from when the user really started talking to the agent's last sample leaving it
+  const cut = rec.interrupted
+    ? `cut: onset to silent ${fmt(rec.onset_to_silence_ms)} (VAD ${fmt(rec.barge_in_detect_ms)})` : "";
   const row = document.createElement("tr");
-  for (const v of [rec.turn_id, fmt(rec.voice_to_voice_ms), fmt(rec.stt_ms), fmt(rec.llm_ttft_ms), fmt(rec.tts_ttfa_ms),
-                   fmt(rec.tts_first_to_publish_ms), cut]) {
+  for (const v of [rec.turn_id, fmt(rec.voice_to_voice_ms), fmt(rec.endpointing_ms), fmt(rec.stt_ms),
+                   fmt(rec.llm_ttft_ms), fmt(rec.tts_ttfa_ms), fmt(rec.tts_first_to_publish_ms), cut]) {
     const td = document.createElement("td");
     td.textContent = v;
     row.appendChild(td);

@@ -76,6 +76,12 @@ class BargeIn:
         listener's jitter buffer come on top: scripts/bench_duplex.py measures those at the listener)."""
         return None if self.onset_at is None else max(0.0, (self.silent_at - self.onset_at) * 1000)
 
+    def clock(self) -> dict[str, float]:
+        """Its moments on the monotonic clock: barge_in_onset (the true speech onset), _detected, _cut, _silent."""
+        stamps = {"barge_in_onset": self.onset_at, "barge_in_detected": self.detected_at,
+                  "barge_in_cut": self.cut_at, "barge_in_silent": self.silent_at}
+        return {k: v for k, v in stamps.items() if v is not None}
+
     @property
     def detect_ms(self) -> float | None:
         """The user's speech onset -> the VAD's START_OF_SPEECH (min_speech_s, windows, inference)."""

@@ -240,7 +240,8 @@ class VoicePipeline:
 
     def _on_barge_in(self, barge_in: BargeIn) -> None:
         self.tracer.barge_in(barge_in.cancel_to_silence_ms, barge_in.outcome,
-                             onset_to_silence_ms=barge_in.onset_to_silence_ms, detect_ms=barge_in.detect_ms)
+                             onset_to_silence_ms=barge_in.onset_to_silence_ms, detect_ms=barge_in.detect_ms,
+                             clock=barge_in.clock())
         self._emit("barge_in", {"outcome": barge_in.outcome, "cancel_to_silence_ms": barge_in.cancel_to_silence_ms,
                                 "onset_to_silence_ms": barge_in.onset_to_silence_ms,
                                 "detect_ms": barge_in.detect_ms})

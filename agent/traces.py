@@ -55,6 +55,7 @@ class Turn:
     cancel_to_silence_ms: float | None = None
     onset_to_silence_ms: float | None = None  # the barge-in's true speech onset -> no more agent audio
     barge_in_detect_ms: float | None = None  # true speech onset -> the VAD's START_OF_SPEECH
+    barge_in_clock: dict[str, float] = field(default_factory=dict)  # its onset/detected/cut/silent stamps
     errors: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -88,9 +89,20 @@ class Turn:
             "endpointing_ms": _ms(self.speech_end_at, self.vad_end_at),
             "onset_to_silence_ms": self.onset_to_silence_ms if self.interrupted else None,
             "barge_in_detect_ms": self.barge_in_detect_ms if self.interrupted else None,
+            "clock": self.clock(),
             **self.extra,
         }
         return rec
+
+
+    def clock(self) -> dict[str, float]:
+        """This turn's moments in seconds of the agent host's monotonic clock: a client on the same
+        host (scripts/bench_duplex.py) lines them up with what it played and heard."""
+        stamps = {"speech_end": self.speech_end_at, "vad_end": self.vad_end_at, "stt_started": self.stt_started_at,
+                  "stt_done": self.stt_done_at, "llm_first_token": self.llm_first_token_at,
+                  "tts_first_audio": self.tts_first_audio_at, "published": self.published_at,
+                  **(self.barge_in_clock if self.interrupted else {})}
+        return {k: round(v, 4) for k, v in stamps.items() if v is not None}
 
 
 class TraceWriter:
@@ -226,7 +238,7 @@ class TurnTracer:
             self.close(reason="interrupted" if interrupted else "done")
 
     def barge_in(self, cancel_to_silence_ms: float, outcome: str, onset_to_silence_ms: float | None = None,
-                 detect_ms: float | None = None) -> None:
+                 detect_ms: float | None = None, clock: dict[str, float] | None = None) -> None:
         """A barge-in closes the turn being answered and opens the user's new one."""
         now = time.monotonic()
         t = self.turn
@@ -239,6 +251,7 @@ class TurnTracer:
         t.cancel_to_silence_ms = round(cancel_to_silence_ms, 2)
         t.onset_to_silence_ms = None if onset_to_silence_ms is None else round(onset_to_silence_ms, 2)
         t.barge_in_detect_ms = None if detect_ms is None else round(detect_ms, 2)
+        t.barge_in_clock = dict(clock or {})
         self.flush_closing()
         self.closing, self.turn = t, None
         self._promote_incoming() or self._open("barge_in", now)

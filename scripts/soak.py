@@ -44,13 +44,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 from soak_report import (  # noqa: E402
-    chosen_value,
+    fill_endpoints,
     format_summary,
     latency_summary,
     memory_growth,
     sample_memory,
     service_pids,
     trace_problems,
+    write_json,
     write_png,
 )
 
@@ -83,6 +84,9 @@ class Soak:
         # our speech onset -> the last agent audio frame to arrive after it, for each barge-in that
         # talked over a speaking agent: the stop latency a person on this end hears
         self.client_barge_in_ms: list[float] = []
+        # what we said, on this client's monotonic clock: {"turn", "text", "barging" (it talked over the
+        # reply before it), "onset", "speech_end", "sent_until"} - scripts/bench_duplex.py lines it up
+        self.spoken: list[dict[str, Any]] = []
 
     def turns(self) -> list[dict[str, Any]]:
         return [m.data for m in self.client.of_type("turn")]
@@ -103,7 +107,10 @@ class Soak:
             self._progress(i, utt, barging)
             mark = len(c.messages)
             ends_at = c.say(utt)
-            onset_at = ends_at - utt.seconds + utt.speech_onset_s if barging else None
+            start = ends_at - utt.seconds
+            self.spoken.append({"turn": i, "text": utt.text, "barging": barging, "onset": start + utt.speech_onset_s,
+                                "speech_end": start + utt.speech_end_s, "sent_until": ends_at})
+            onset_at = start + utt.speech_onset_s if barging else None
             barging = i < len(self.utterances) and (i + 1) % self.barge_in_every == 0
             if barging:
                 barging = await self._reply_started(i, utt, mark)
@@ -318,11 +325,8 @@ def build_report(args: argparse.Namespace, mode: str, sessions: list[dict[str, A
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--turns", type=int, default=10, help="utterances to speak (default 10)")
-    ap.add_argument("--json", metavar="OUT", required=True, help="write the JSON report here")
-    ap.add_argument("--png", metavar="OUT", help="latency plot (default: the JSON path with .png)")
+def add_call_args(ap: argparse.ArgumentParser) -> None:
+    """The options of one call against the running system (shared with scripts/bench_duplex.py)."""
     ap.add_argument("--run-dir", default=os.environ.get("RUN_DIR") or str(ROOT / "run"),
                     help="start_all.sh's run folder, for the services' pid files (default $RUN_DIR or run/)")
     ap.add_argument("--base", help="the token server (default: the page URL start_all.sh recorded in the run "
@@ -333,9 +337,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds for a reply to start after the utterance (default 60)")
     ap.add_argument("--max-reply", type=float, default=300.0,
                     help="seconds a reply may last (default 300: above the engine's 240 s frame cap)")
+    ap.add_argument("--seed", type=int, default=0, help="pauses between turns are random with this seed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--turns", type=int, default=10, help="utterances to speak (default 10)")
+    ap.add_argument("--json", metavar="OUT", required=True, help="write the JSON report here")
+    ap.add_argument("--png", metavar="OUT", help="latency plot (default: the JSON path with .png)")
+    add_call_args(ap)
     ap.add_argument("--leak-timeout", type=float, default=15.0, help="seconds for the agent to drop the call")
     ap.add_argument("--max-growth-mb", type=float, default=300.0, help="allowed memory growth per service")
-    ap.add_argument("--seed", type=int, default=0, help="pauses between turns are random with this seed")
     ap.add_argument("--max-failed-turns", type=int, default=0,
                     help="turns per session that may end in an error (a soak with injected faults; default 0)")
     ap.add_argument("--sessions", type=int, default=1,
@@ -349,13 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--sessions must be >= 1")
     if args.barge_in_every < 2:
         ap.error("--barge-in-every must be >= 2 (a barge-in talks over the reply to the turn before)")
-    args.base = (args.base or chosen_value(Path(args.run_dir), "PAGE_URL")
-                 or f"http://127.0.0.1:{os.environ.get('TOKEN_SERVER_PORT', '8080')}")
-    args.metrics_url = args.metrics_url or chosen_value(Path(args.run_dir), "AGENT_METRICS_URL")
+    fill_endpoints(args)
     report = asyncio.run(soak(args))
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    out = write_json(report, args.json)
     png = Path(args.png) if args.png else out.with_suffix(".png")
     write_png(report["turns"], png)
     print(format_summary(report), end="")

@@ -30,7 +30,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from livekit import rtc
 
+from agent.direct.config import DirectServerConfig
 from agent.direct.ice import configure_ice
+from agent.direct.jitter import set_audio_prefetch
 from agent.direct.webrtc_io import OutgoingAudioTrack
 from agent.harness import speech_wav
 
@@ -72,6 +74,12 @@ class Utterance:
         """Where the speech starts in the clip (espeak-ng leaves a little silence before it)."""
         voiced = np.flatnonzero(np.abs(self.pcm) > ONSET_LEVEL)
         return float(voiced[0]) / RATE if voiced.size else 0.0
+
+    @property
+    def speech_end_s(self) -> float:
+        """Where the speech ends in the clip: just after its last loud sample (silence follows)."""
+        voiced = np.flatnonzero(np.abs(self.pcm) > ONSET_LEVEL)
+        return float(voiced[-1] + 1) / RATE if voiced.size else self.seconds
 
 
 def make_utterances(n: int, workdir: Path) -> list[Utterance]:
@@ -228,6 +236,11 @@ class DirectClient(EventLog):
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
+            # hold one packet, as the agent does, not aiortc's four: a browser's jitter buffer adapts to
+            # a few ms on loopback, and what this client hears should not carry 80 ms a browser does not
+            for receiver in self.pc.getReceivers():
+                if receiver.track is track:
+                    set_audio_prefetch(receiver, DirectServerConfig.jitter_prefetch)
             self._consumer = asyncio.ensure_future(self._consume(track))
 
     async def _consume(self, track: MediaStreamTrack) -> None:

@@ -4,6 +4,8 @@ agent/trace_stats.py, the same numbers scripts/trace_report.py prints) and the s
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -36,6 +38,22 @@ def chosen_value(run_dir: Path, key: str) -> str | None:
                 return None
             return parts[0] if parts else None
     return None
+
+
+def fill_endpoints(args: Any) -> None:
+    """--base and --metrics-url, where not given: what start_all.sh recorded in --run-dir, else the
+    token server on $TOKEN_SERVER_PORT (8080)."""
+    run_dir = Path(args.run_dir)
+    args.base = (args.base or chosen_value(run_dir, "PAGE_URL")
+                 or f"http://127.0.0.1:{os.environ.get('TOKEN_SERVER_PORT', '8080')}")
+    args.metrics_url = args.metrics_url or chosen_value(run_dir, "AGENT_METRICS_URL")
+
+
+def write_json(report: dict[str, Any], path: str) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return out
 
 
 # ---- memory -------------------------------------------------------------------------------------

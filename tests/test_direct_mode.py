@@ -28,6 +28,7 @@ from livekit import rtc
 
 from agent.direct import DirectServerConfig, make_app
 from agent.direct.ice import configure_ice, filter_candidates
+from agent.direct.jitter import audio_prefetch
 from agent.direct.webrtc_io import OutgoingAudioTrack, WebRTCAudioInput
 from agent.harness import agent_config, speech_wav
 from token_server.config import TokenServerConfig
@@ -178,6 +179,8 @@ async def test_one_turn_over_webrtc(engine, vad, speech, tmp_path):
         assert turn["voice_to_voice_ms"] is not None and turn["voice_to_voice_ms"] > 0
         async with http.get(f"{server.base}/healthz") as health:
             assert (await health.json())["peers"] == 1
+        (peer,) = server.direct.peers.values()  # the user's audio is held 1 packet, not aiortc's 4 (80 ms more)
+        assert [audio_prefetch(r) for r in peer.pc.getReceivers()] == [1]
         async with http.get(f"{server.base}/metrics") as scrape:  # what Prometheus sees of this turn
             metrics = await scrape.text()
         assert "agent_turns_total 1.0" in metrics
@@ -410,3 +413,11 @@ def test_configure_ice_overrides_and_restores_aioice():
     assert aioice.ice.get_host_addresses is original
     with pytest.raises(ValueError):
         configure_ice(["not-an-ip"])
+
+
+def test_jitter_prefetch_comes_from_the_environment_and_is_bounded():
+    keys = {"LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s" * 32}
+    assert DirectServerConfig.from_env(keys).jitter_prefetch == 1
+    assert DirectServerConfig.from_env({**keys, "DIRECT_JITTER_PREFETCH": "4"}).jitter_prefetch == 4
+    with pytest.raises(ValueError, match="DIRECT_JITTER_PREFETCH"):
+        DirectServerConfig.from_env({**keys, "DIRECT_JITTER_PREFETCH": "9"})

@@ -173,6 +173,9 @@ def test_voice_to_voice_counts_from_the_true_end_of_speech_and_reports_the_endpo
     assert rec["endpointing_ms"] == 500.0
     assert rec["voice_to_voice_ms"] == 2000.0  # from 100.0, not from the detection at 100.5
     assert rec["vad_to_stt_ms"] == 1000.0 and rec["pipeline_overhead_ms"] >= 0
+    # the same moments as monotonic stamps, for a client on this host to line up with its own
+    assert rec["clock"] == {"speech_end": 100.0, "vad_end": 100.5, "stt_started": 100.6, "stt_done": 101.0,
+                            "llm_first_token": 101.3, "tts_first_audio": 101.6, "published": 102.0}
 
 
 def test_a_turn_without_the_sessions_vad_end_has_no_endpointing_figure(monkeypatch):
@@ -191,10 +194,12 @@ def test_a_barge_in_records_its_onset_to_silence_and_detection_time():
     tracer.stt_finished(5.0, "tell me a story")
     tracer.llm_started()
     tracer.playback_started()
-    tracer.barge_in(4.2, "cut", onset_to_silence_ms=251.0, detect_ms=246.8)
+    stamps = {"barge_in_onset": 7.0, "barge_in_detected": 7.2468, "barge_in_cut": 7.247, "barge_in_silent": 7.251}
+    tracer.barge_in(4.2, "cut", onset_to_silence_ms=251.0, detect_ms=246.8, clock=stamps)
     tracer.agent_message("Once", interrupted=True)
     (cut,) = tracer.records
     assert (cut["cancel_to_silence_ms"], cut["onset_to_silence_ms"], cut["barge_in_detect_ms"]) == (4.2, 251.0, 246.8)
+    assert stamps.items() <= cut["clock"].items()
 
 
 def test_barge_in_times_from_the_backdated_onset():
@@ -203,6 +208,9 @@ def test_barge_in_times_from_the_backdated_onset():
     b = BargeIn(detected_at=50.30, silent_at=50.32, while_state="speaking", onset_at=50.05)
     assert b.detect_ms == pytest.approx(250.0) and b.onset_to_silence_ms == pytest.approx(270.0)
     assert b.cancel_to_silence_ms == pytest.approx(20.0)
+    b.cut_at = 50.31
+    assert b.clock() == {"barge_in_onset": 50.05, "barge_in_detected": 50.30, "barge_in_cut": 50.31,
+                         "barge_in_silent": 50.32}
     unknown = BargeIn(detected_at=1.0, silent_at=1.0, while_state="thinking")
     assert unknown.onset_to_silence_ms is None and unknown.detect_ms is None
 

@@ -143,3 +143,35 @@ def test_a_reply_cut_before_its_first_audio_needs_no_tts_figures():
     assert trace_problems(cut, "s1") == []
     assert any("tts_ttfa_ms" in p for p in trace_problems(turn(tts_ttfa_ms=None), "s1"))
     assert any("stt_ms" in p for p in trace_problems({**cut, "stt_ms": None}, "s1"))
+
+
+def test_bench_duplex_lines_up_the_agents_stamps_with_what_the_client_said_and_heard(tmp_path):
+    """One turn answered, then a barge-in on the next reply, on one clock: each stage lands at its
+    offset from our onset / end of speech, and the plot is drawn."""
+    from bench_duplex import analyse, plot
+
+    spoken = [{"turn": 1, "text": "a", "barging": False, "onset": 10.0, "speech_end": 11.0, "sent_until": 11.3},
+              {"turn": 2, "text": "b", "barging": True, "onset": 14.0, "speech_end": 15.0, "sent_until": 15.3}]
+    records = [
+        {"turn_id": 1, "interrupted": True,
+         "clock": {"speech_end": 11.02, "vad_end": 11.4, "stt_done": 11.5, "llm_first_token": 11.55,
+                   "tts_first_audio": 11.6, "published": 11.61, "barge_in_onset": 14.1,
+                   "barge_in_detected": 14.16, "barge_in_cut": 14.161, "barge_in_silent": 14.17}},
+        {"turn_id": 2, "interrupted": False,
+         "clock": {"speech_end": 15.05, "vad_end": 15.4, "stt_done": 15.45, "llm_first_token": 15.5,
+                   "tts_first_audio": 15.55, "published": 15.56}},
+    ]
+    heard = [11.7 + 0.02 * k for k in range(150)] + [15.65, 15.67]  # the first reply until cut, then the second
+    heard = [t for t in heard if not 14.25 < t < 15.6]  # silent 250 ms after our onset
+    result = analyse(spoken, records, heard)
+    (barge,) = result["barge_ins"]
+    assert barge["matched_turn_id"] == 1 and barge["agent_was_audible"]
+    assert (barge["agent_onset"], barge["vad_detected"], barge["cut"], barge["agent_silent"]) == (100.0, 160.0, 161.0,
+                                                                                               170.0)
+    assert 230 <= barge["heard_silent"] <= 250
+    first, second = result["turns"]
+    assert first["end_of_speech"] == 400.0 and first["published"] == 610.0 and first["heard"] == 700.0
+    assert second["matched_turn_id"] == 2 and second["heard"] == 650.0
+    assert result["barge_in_stages_ms"]["heard_silent"]["n"] == 1 and result["turns_counted"] == 2
+    plot(result, tmp_path / "timeline.png", "test")
+    assert (tmp_path / "timeline.png").read_bytes().startswith(b"\x89PNG")

@@ -105,6 +105,26 @@ def soak(env: dict[str, str], page: str, report_path: Path, timeout: float, *ext
     return report
 
 
+def assert_bench_duplex(env: dict[str, str], page: str, report_path: Path) -> None:
+    """scripts/bench_duplex.py, short: 3 barge-ins. Its stages happen in order on one clock, every
+    barge-in silences the agent at the listener and every turn is heard (bounds: behaviour, not speed)."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_duplex.py"), "--barge-ins", "3",
+                           "--json", str(report_path), "--base", page], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=400)
+    print(done.stdout)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["failures"] == [] and report["barge_ins_counted"] >= 2, report
+    for b in (b for b in report["barge_ins"] if b["agent_was_audible"]):
+        assert None not in (b["vad_detected"], b["cut"], b["agent_silent"], b["heard_silent"]), b
+        assert b["agent_onset"] <= b["vad_detected"] <= b["cut"] and b["heard_silent"] < 5000, b
+    heard = [t for t in report["turns"] if t["heard"] is not None and t["published"] is not None]
+    assert len(heard) >= 6, report["turns"]  # 7 utterances, each answered (a cut reply was heard first)
+    for t in heard:
+        assert t["end_of_speech"] is not None and t["end_of_speech"] <= t["published"] <= t["heard"], t
+    assert report_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
 def run_pids(run_dir: Path) -> dict[str, int]:
     return {f.stem: int(f.read_text().split()[0]) for f in (run_dir / "pids").glob("*.pid")}
 
@@ -199,6 +219,7 @@ def test_start_status_soak_stop(run_env, fake_omni, tmp_path):
 
     report = soak(run_env, page, tmp_path / "soak.json", timeout=400)
     assert set(report["memory"]) == {"agent", "token_server"}
+    assert_bench_duplex(run_env, page, tmp_path / "bench_duplex.json")
 
     # faults on every 7th turn (STT 500, STT timeout, LLM cut mid-stream, LLM 500, in turn), two
     # sessions at once: the faulty turns fail with an error, every other turn and both sessions go on
@@ -211,7 +232,9 @@ def test_start_status_soak_stop(run_env, fake_omni, tmp_path):
     assert fake_omni.fake.faulty_turns >= 3, fake_omni.fake.faulty_turns
     assert 1 <= report["failed_turns"] <= fake_omni.fake.faulty_turns, report["failures"]
     assert report["turns_completed"] >= 28 - report["failed_turns"] and report["timeouts"] == 0
-    assert all(s["turns_completed"] >= 12 for s in report["sessions"])  # no session was lost
+    # no session was lost: each completed every turn that was not faulty (the server's every-7th-turn
+    # faults fall on either session, so one may get three of them and the other one)
+    assert all(s["turns_completed"] >= 14 - s["failed_turns"] for s in report["sessions"]), report["sessions"]
 
     assert_stopped(run_env, pids)
 

@@ -30,6 +30,9 @@ class DirectServerConfig:
     # /api/offer per client address: a burst, then this many a minute (429 + Retry-After beyond)
     offer_rate_per_min: float = 30.0
     offer_rate_burst: int = 10
+    # packets aiortc's receiver holds before it hands the user's audio on (agent/direct/jitter.py):
+    # aiortc's own 4 cost 80 ms on every barge-in and turn; 1 suits loopback and LANs
+    jitter_prefetch: int = 1
 
     def __post_init__(self) -> None:
         if not self.api_key or not self.api_secret:
@@ -56,6 +59,8 @@ class DirectServerConfig:
         if self.offer_rate_per_min <= 0 or self.offer_rate_burst < 1:
             raise ValueError("offer_rate_per_min (DIRECT_OFFER_RATE_PER_MIN) must be > 0 and offer_rate_burst "
                              "(DIRECT_OFFER_RATE_BURST) >= 1")
+        if not 0 <= self.jitter_prefetch <= 8:
+            raise ValueError("jitter_prefetch (DIRECT_JITTER_PREFETCH) must be in 0..8 packets")
         if min(self.disconnect_grace_s, self.connect_timeout_s, self.media_timeout_s) <= 0:
             raise ValueError("peer timeouts must be > 0 seconds")
 
@@ -80,6 +85,8 @@ class DirectServerConfig:
             kwargs["ice_host_addresses"] = hosts
         if (origins := split("DIRECT_ALLOWED_ORIGINS")) is not None:
             kwargs["allowed_origins"] = origins
+        if (prefetch := get("DIRECT_JITTER_PREFETCH")) is not None:
+            kwargs["jitter_prefetch"] = int(prefetch)
         return cls(api_key=get("LIVEKIT_API_KEY") or "", api_secret=get("LIVEKIT_API_SECRET") or "",
                    host=get("DIRECT_HOST") or "127.0.0.1", port=int(get("DIRECT_PORT") or 8081),
                    max_peers=int(get("DIRECT_MAX_PEERS") or 4),

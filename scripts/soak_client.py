@@ -32,7 +32,7 @@ from livekit import rtc
 
 from agent.direct.config import DirectServerConfig
 from agent.direct.ice import configure_ice
-from agent.direct.jitter import set_audio_prefetch
+from agent.direct.jitter import set_track_prefetch
 from agent.direct.webrtc_io import OutgoingAudioTrack
 from agent.harness import speech_wav
 
@@ -238,9 +238,7 @@ class DirectClient(EventLog):
         if track.kind == "audio":
             # hold one packet, as the agent does, not aiortc's four: a browser's jitter buffer adapts to
             # a few ms on loopback, and what this client hears should not carry 80 ms a browser does not
-            for receiver in self.pc.getReceivers():
-                if receiver.track is track:
-                    set_audio_prefetch(receiver, DirectServerConfig.jitter_prefetch)
+            set_track_prefetch(self.pc, track, DirectServerConfig.jitter_prefetch)
             self._consumer = asyncio.ensure_future(self._consume(track))
 
     async def _consume(self, track: MediaStreamTrack) -> None:

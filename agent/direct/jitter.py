@@ -29,6 +29,13 @@ def set_audio_prefetch(receiver: Any, prefetch: int) -> None:
     setattr(receiver, _BUFFER_ATTR, JitterBuffer(capacity=AIORTC_AUDIO_CAPACITY, prefetch=prefetch))
 
 
+def set_track_prefetch(pc: Any, track: Any, prefetch: int) -> None:
+    """set_audio_prefetch on the receiver of `track`, an incoming track of the RTCPeerConnection `pc`."""
+    for receiver in pc.getReceivers():
+        if receiver.track is track:
+            set_audio_prefetch(receiver, prefetch)
+
+
 def audio_prefetch(receiver: Any) -> int:
     """The prefetch `receiver` uses now (for tests and logs)."""
     return getattr(receiver, _BUFFER_ATTR)._prefetch

@@ -28,7 +28,7 @@ from ..metrics import AgentMetrics
 from ..pipeline import VoicePipeline
 from .config import DirectServerConfig
 from .events import EventChannel
-from .jitter import set_audio_prefetch
+from .jitter import set_track_prefetch
 from .webrtc_io import OutgoingAudioTrack, WebRTCAudioInput
 
 log = logging.getLogger(__name__)
@@ -97,12 +97,10 @@ class DirectPeer:
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio" or self.audio_in is not None:
             return  # the server only lets offers with one audio section through
-        for receiver in self.pc.getReceivers():
-            if receiver.track is track:
-                try:
-                    set_audio_prefetch(receiver, self.cfg.jitter_prefetch)  # before the first packet arrives
-                except RuntimeError as exc:  # a call with aiortc's 80 ms is better than no call
-                    log.warning("peer %s: %s", self.peer_id, exc)
+        try:
+            set_track_prefetch(self.pc, track, self.cfg.jitter_prefetch)  # before the first packet arrives
+        except RuntimeError as exc:  # a call with aiortc's 80 ms is better than no call
+            log.warning("peer %s: %s", self.peer_id, exc)
         self.audio_in = WebRTCAudioInput(track, label=f"WebRTCAudioInput[{self.peer_id}]")
         # added while the remote description is applied, so the answer is sendrecv on that section
         self.pc.addTrack(self.track)

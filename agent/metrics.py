@@ -37,7 +37,7 @@ EventCallback = Callable[[str, dict[str, Any]], None]
 # Milliseconds: from a few ms (publishing, cancel-to-silence) to seconds (a slow LLM, a stalled turn).
 LATENCY_BUCKETS_MS: tuple[float, ...] = (5, 10, 20, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000)
 # Engine stats keys that only ever grow: exposed as counters so rate() works; every other number is a gauge.
-ENGINE_COUNTERS = frozenset({"steps", "packets", "underruns", "eager_fallbacks"})
+ENGINE_COUNTERS = frozenset({"steps", "packets", "underruns", "eager_fallbacks", "graph_replays"})
 
 
 def _is_number(v: Any) -> bool:

@@ -110,7 +110,8 @@ class TTSEngine:
         return {"active_streams": used, "pending": pending, "max_streams": self.config.max_streams,
                 "running_utterances": ex.active_count(), "steps": ex.step_index, "packets": ex.packets,
                 "underruns": ex.underruns, "cuda_graphs": self.steps.graph_count,
-                "eager_fallbacks": self.steps.eager_fallbacks, **self.runner.device_bytes()}
+                "graph_replays": self.steps.graph_replays, "eager_fallbacks": self.steps.eager_fallbacks,
+                "graph_capture_error": self.steps.capture_error, **self.runner.device_bytes()}
 
     def close(self) -> None:
         with self._lock:
@@ -135,9 +136,9 @@ class TTSEngine:
         try:
             with torch.inference_mode():
                 self.steps.capture()
-        except Exception:  # a capture problem must cost speed, never the service
+        except Exception as exc:  # a capture problem must cost speed, never the service
             log.exception("CUDA graph capture failed: the engine runs eagerly")
-            self.steps.use_graphs = False
+            self.steps.fall_back_to_eager(f"{exc.__class__.__name__}: {exc}")
 
     def _queue_prefix_warming(self) -> None:
         """Background work: precompute the prompt prefix of every voice while the engine idles."""

@@ -6,6 +6,10 @@ graphs, each (stage, bucket[, kv length]) is captured once at start-up after a w
 bucket first, all sharing one memory pool; a step is then "copy into slices + replay". Without
 graphs (CPU, or cuda_graphs=False) the identical stage functions run eagerly on the same padded
 buffers - that is the path CI tests. A shape no graph covers runs eagerly with a log line.
+
+Counters say which path ran, so a check can tell "graphs replayed" from "silently eager":
+`graph_replays` and `eager_fallbacks` count stage runs, and `capture_error` holds why capture failed
+(the engine then runs eagerly: a capture problem costs speed, never the service).
 """
 
 from __future__ import annotations
@@ -60,7 +64,9 @@ class StepRunner:
         self.use_graphs = use_graphs
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._warned: set[tuple] = set()
-        self.eager_fallbacks = 0
+        self.eager_fallbacks = 0  # stage runs that wanted a graph and found none
+        self.graph_replays = 0  # stage runs served by a captured graph
+        self.capture_error: str | None = None  # why capture failed; None if it did not fail
 
     # ---- the three stages ----------------------------------------------------------------------
 
@@ -93,6 +99,7 @@ class StepRunner:
             return eager()
         graph, output = entry
         graph.replay()
+        self.graph_replays += 1
         return output
 
     # ---- start-up: warm up, then capture -------------------------------------------------------
@@ -130,6 +137,12 @@ class StepRunner:
         r.decoder.reset([r.scratch])
         log.info("captured %d CUDA graphs (buckets %s, kv lengths %s) in %.1f s", len(self._graphs),
                  self.buckets, self.kv_buckets, time.perf_counter() - start)
+
+    def fall_back_to_eager(self, error: str) -> None:
+        """Capture failed: record why, drop any graphs captured before the failure, run eagerly."""
+        self.capture_error = error
+        self.use_graphs = False
+        self._graphs.clear()
 
     @property
     def graph_count(self) -> int:

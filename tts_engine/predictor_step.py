@@ -8,6 +8,7 @@ the package's nested generate does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,6 +42,10 @@ def _layer(layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
     return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
 
+# (codebook index 1..15, its logits [B, 2048] fp32) -> the codes [B] fed to the next step
+TokenChoice = Callable[[int, torch.Tensor], torch.Tensor]
+
+
 def predict_codebooks(talker: Any, past_hidden: torch.Tensor, code0: torch.Tensor, rules: SamplingConfig,
                       seed: torch.Tensor, counter: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (codes [B, 16], next-input embedding sum [B, D]) for one frame of B streams.
@@ -48,6 +53,18 @@ def predict_codebooks(talker: Any, past_hidden: torch.Tensor, code0: torch.Tenso
     past_hidden: [B, D] talker hidden state that produced code0; code0: [B] codebook-0 ids;
     seed, counter: [B] int64 for the seeded sampler.
     """
+
+    def sample(codebook: int, logits: torch.Tensor) -> torch.Tensor:
+        return choose_tokens(logits, rules.subtalker_do_sample, rules.subtalker_temperature,
+                             rules.subtalker_top_k, rules.subtalker_top_p, seed, counter, salt=codebook)
+
+    return run_code_predictor(talker, past_hidden, code0, sample)
+
+
+def run_code_predictor(talker: Any, past_hidden: torch.Tensor, code0: torch.Tensor,
+                       choose: TokenChoice) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 15-step loop with the token choice left to `choose`: sampling in the engine, the given
+    codes under teacher forcing (which is how a check reads the logits of this very loop)."""
     predictor = talker.code_predictor
     model = predictor.model
     groups = talker.config.num_code_groups
@@ -71,8 +88,7 @@ def predict_codebooks(talker: Any, past_hidden: torch.Tensor, code0: torch.Tenso
             hidden = _layer(layer, hidden, cos, sin, k_bufs[i], v_bufs[i], start)
         start += T
         logits = predictor.lm_head[step](model.norm(hidden[:, -1])).float()  # [B, 2048]
-        code = choose_tokens(logits, rules.subtalker_do_sample, rules.subtalker_temperature,
-                             rules.subtalker_top_k, rules.subtalker_top_p, seed, counter, salt=step + 1)
+        code = choose(step + 1, logits)
         codes.append(code)
         embed = model.codec_embedding[step](code)  # [B, D]
         embeds.append(embed)

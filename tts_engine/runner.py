@@ -65,6 +65,7 @@ class ModelRunner:
         self.code0 = torch.zeros(S, dtype=torch.long, device=dev)  # codebook-0 token awaiting predict
         self.embed_sum = torch.zeros(S, D, device=dev, dtype=self.dtype)  # frame embeddings awaiting talk
         self.seen = torch.zeros(S, V, dtype=torch.bool, device=dev)  # repetition-penalty history
+        self._true = torch.ones((), dtype=torch.bool, device=dev)
         self.seed = torch.zeros(S, dtype=torch.long, device=dev)
         self.frame = torch.zeros(S, dtype=torch.long, device=dev)  # frames predicted so far
         self.logit_mask = talker_logit_mask(V, self.tc.codec_eos_token_id, dev)
@@ -81,7 +82,8 @@ class ModelRunner:
         logits = logits.masked_fill(too_early & eos_col, float("-inf"))
         token = choose_tokens(logits, r.do_sample, r.temperature, r.top_k, r.top_p,
                               self.seed[slots], new_tokens, salt=0)
-        self.seen[slots, token] = True
+        # a device-side True: a Python scalar here is a host->device copy, which graph capture refuses
+        self.seen.index_put_((slots, token), self._true)
         return token
 
     # ---- prefill (eager: one stream, prompt-length shape) ---------------------------------------

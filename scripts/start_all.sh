@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's bring-up command: the whole system on this machine, in order, with health checks.
 #
-#   scripts/start_all.sh start | stop | restart | status | logs [service]
+#   scripts/start_all.sh start | stop | restart | status | logs [service] | omni-plan
 #
 # start    creates .venv if missing (scripts/lib/ensure_venv.sh), chooses and prints the transport
 #          (LiveKit or direct WebRTC), the STT+LLM backend (an Omni endpoint or the CPU stand-ins)
@@ -12,6 +12,8 @@
 #          TERM, then KILL after STOP_TIMEOUT_S (10). Idempotent.
 # status   each service: pid alive + health; exit 0 only if all are healthy.
 # logs     follows run/logs/<service>.log (all of them without a service name).
+# omni-plan  on a GPU machine: how start would split the GPU between the TTS engine and vLLM-Omni,
+#          and the vLLM-Omni command, without starting anything (docs/omni-on-one-gpu.md).
 #
 # Run folder: $RUN_DIR (default run/ in the repo): pids/<service>.pid, logs/<service>.log,
 # chosen.env (what was chosen and why, and a generated key pair; mode 0600), livekit/livekit.yaml.
@@ -19,7 +21,8 @@
 # DIRECT_PORT, ...) plus, for what this script starts: AGENT_TRANSPORT (auto | livekit | direct),
 # OMNI_LOCAL_PORT (8091: vLLM-Omni or the stand-ins' router), WHISPER_PORT (8092), LLM_PORT (8093),
 # LIVEKIT_PORT (7880, and the two above it), LIVEKIT_BIND (127.0.0.1) and LIVEKIT_NODE_IP (LAN use),
-# START_TIMEOUT_S (overrides every health-check timeout), STOP_TIMEOUT_S (10).
+# START_TIMEOUT_S (overrides every health-check timeout), STOP_TIMEOUT_S (10); for vLLM-Omni on the
+# GPU: OMNI_VENV (.venv-omni), OMNI_MAX_MODEL_LEN (8192), OMNI_GPU_MARGIN_GIB (2), OMNI_QUANTIZATION.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +42,11 @@ PROBE="$ROOT/scripts/lib/probe.py"
 BACKENDS="$ROOT/scripts/backends"
 BACKENDS_VENV="${BACKENDS_VENV:-$ROOT/.venv-backends}"  # as scripts/backends/install.sh reads it
 DEFAULT_TTS_HUB_ID="Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice"
+# vLLM-Omni on this GPU: its own venv (deploy/omni/requirements.txt), the thinker-only deploy config,
+# and this run's overlay with the memory split (docs/omni-on-one-gpu.md)
+OMNI_VENV="${OMNI_VENV:-$ROOT/.venv-omni}"
+OMNI_SPLIT=(-m deploy.omni.gpu_split)
+OMNI_DEPLOY="$RUN_DIR/omni-deploy.yaml"
 # start order; stop goes backwards
 SERVICE_ORDER=(livekit vllm_omni whisper llm omni_router agent token_server)
 STOP_TIMEOUT_S="${STOP_TIMEOUT_S:-10}"
@@ -303,12 +311,19 @@ choose_transport() {
 
 gpu_present() { command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; }
 
+# vLLM-Omni: $OMNI_VENV/bin/vllm, else `vllm` on PATH, whose interpreter can import vllm_omni.
+# Sets VLLM_BIN and VLLM_PY.
 vllm_omni_installed() {
   local vllm py
-  vllm="$(command -v vllm 2>/dev/null)" || return 1
+  if [ -x "$OMNI_VENV/bin/vllm" ]; then
+    vllm="$OMNI_VENV/bin/vllm"
+  else
+    vllm="$(command -v vllm 2>/dev/null)" || return 1
+  fi
   py="$(head -n 1 "$vllm" | sed -n 's/^#!\s*//p' | cut -d' ' -f1)"
   [ -x "$py" ] || return 1
-  "$py" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("vllm_omni") is None)' 2>/dev/null
+  "$py" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("vllm_omni") is None)' 2>/dev/null || return 1
+  VLLM_BIN="$vllm" VLLM_PY="$py"
 }
 
 choose_omni() {
@@ -349,8 +364,60 @@ check_external_omni() {
       warn "OMNI_BASE_URL=$OMNI_BASE_URL has no /models (HTTP 404): it answers, so going on; check the URL ends in /v1" ;;
     *)
       fail "the Omni endpoint OMNI_BASE_URL=$OMNI_BASE_URL is not reachable (GET /models: $answer)" \
-           "start the server there (e.g. vllm serve Qwen/Qwen3-Omni-30B-A3B-Instruct --omni --port 8091), fix the URL, or unset OMNI_BASE_URL to use the CPU stand-ins" ;;
+           "start the server there (e.g. vllm serve Qwen/Qwen3-Omni-30B-A3B-Instruct --omni --deploy-config deploy/omni/qwen3_omni_thinker_only.yaml --port 8091: docs/omni-on-one-gpu.md), fix the URL, or unset OMNI_BASE_URL to use the CPU stand-ins" ;;
   esac
+}
+
+# vLLM-Omni's release: the pin (deploy/omni/requirements.txt), another usable one (a warning), or one
+# older than the thinker-only deploy config (an error).
+check_vllm_omni_version() {
+  local version line rc=0
+  version="$("$VLLM_PY" -c 'import importlib.metadata as m; print(m.version("vllm-omni"))' 2>/dev/null)" || version=unknown
+  line="$("$PY" "${OMNI_SPLIT[@]}" check-version "$version")" || rc=$?
+  case "$rc" in
+    0) say "$line ($VLLM_BIN)" ;;
+    1) warn "$line ($VLLM_BIN)" ;;
+    *) fail "$line ($VLLM_BIN)" \
+            "install the pinned release next to it: $(dirname "$VLLM_BIN")/pip install -r deploy/omni/requirements.txt (docs/omni-on-one-gpu.md)" ;;
+  esac
+}
+
+# omni_split ARGS...: deploy/omni/gpu_split.py plan with this run's settings; ARGS say how the TTS
+# engine's share is known (estimated from its settings, or measured). Prints the split; fails with
+# the helper's error and fix when the thinker cannot fit.
+omni_split() {
+  local out rc=0 line error
+  out="$("$PY" "${OMNI_SPLIT[@]}" plan --model "${OMNI_MODEL:-Qwen/Qwen3-Omni-30B-A3B-Instruct}" \
+         --max-model-len "${OMNI_MAX_MODEL_LEN:-8192}" --margin-gib "${OMNI_GPU_MARGIN_GIB:-2}" \
+         ${OMNI_QUANTIZATION:+--quantization "$OMNI_QUANTIZATION"} "$@" 2>&1)" || rc=$?
+  if [ "$rc" != 0 ]; then
+    { grep -v '^error: \|^fix: ' <<< "$out" || true; } | sed 's/^/[start_all]   /' >&2
+    error="$(sed -n 's/^error: //p' <<< "$out" | head -n 1)"
+    fail "${error:-deploy/omni/gpu_split.py plan failed (exit status $rc, output above)}" \
+         "$(sed -n 's/^fix: //p' <<< "$out" | head -n 1)"
+  fi
+  while IFS= read -r line; do
+    case "$line" in
+      gpu_memory_utilization=*) ;;  # for scripts; the line above it says the same
+      *) say "  $line" ;;
+    esac
+  done <<< "$out"
+}
+
+# The TTS engine's share estimated from its settings (before it loads): start's fail-fast check, omni-plan.
+omni_split_estimated() {
+  say "GPU split for vLLM-Omni (the TTS engine's share estimated; start measures it):"
+  omni_split --tts-device "${TTS_DEVICE:-cpu}" --tts-model "${TTS_MODEL:-}" \
+    --tts-random-weights "${TTS_RANDOM_WEIGHTS:-}" --tts-dtype "${TTS_DTYPE:-bfloat16}" \
+    --tts-max-streams "${TTS_MAX_STREAMS:-16}" "$@"
+}
+
+# The vLLM-Omni command line (VLLM_CMD). Its stage start-up includes downloading the checkpoint on a
+# first run: its own timeouts (300 / 600 s by default) follow start_all's health-check wait.
+vllm_omni_command() {
+  local init_s="${START_TIMEOUT_S:-1800}"
+  VLLM_CMD=("$VLLM_BIN" serve "${OMNI_MODEL:-Qwen/Qwen3-Omni-30B-A3B-Instruct}" --omni --deploy-config "$OMNI_DEPLOY"
+            --host 127.0.0.1 --port "$OMNI_LOCAL_PORT" --stage-init-timeout "$init_s" --init-timeout "$init_s")
 }
 
 choose_tts() {
@@ -467,9 +534,16 @@ check_external_livekit() {
     "start it or fix LIVEKIT_URL; unset LIVEKIT_URL to use the project's own LiveKit server (or direct mode: AGENT_TRANSPORT=direct)"
 }
 
+# The GPU is shared: the agent (TTS engine loaded, CUDA graphs captured) is up before this runs, what
+# it took is measured (free memory before it loaded -> now), and vLLM-Omni gets the rest minus
+# OMNI_GPU_MARGIN_GIB, written into the deploy overlay (docs/omni-on-one-gpu.md).
 start_vllm_omni() {
-  launch vllm_omni vllm serve "${OMNI_MODEL:-Qwen/Qwen3-Omni-30B-A3B-Instruct}" --omni --host 127.0.0.1 --port "$OMNI_LOCAL_PORT"
-  wait_healthy vllm_omni 1800 "see the log: the model must fit the GPU (an AWQ build needs less) and be downloadable or cached"
+  say "GPU split for vLLM-Omni (the TTS engine's share measured):"
+  omni_split --tts-measured-from "$GPU_FREE_BEFORE_TTS" --overlay "$OMNI_DEPLOY"
+  vllm_omni_command
+  say "vLLM-Omni: ${VLLM_CMD[*]}"
+  launch vllm_omni "${VLLM_CMD[@]}"
+  wait_healthy vllm_omni 1800 "see the log: vLLM-Omni states its own figures there (Model loading took, Available KV cache memory); the split above is in $OMNI_DEPLOY (OMNI_GPU_MARGIN_GIB, OMNI_MAX_MODEL_LEN, OMNI_QUANTIZATION: docs/omni-on-one-gpu.md); the checkpoint must be downloadable or cached"
 }
 
 start_cpu_standins() {
@@ -639,6 +713,8 @@ cmd_start() {
     check_port "the llama.cpp server" 127.0.0.1 "$LLM_PORT" LLM_PORT
   elif [ "$OMNI_SOURCE" = vllm-omni ]; then
     check_port "vLLM-Omni" 127.0.0.1 "$OMNI_LOCAL_PORT" OMNI_LOCAL_PORT
+    check_vllm_omni_version
+    omni_split_estimated
   fi
   [ "$MODE" = livekit ] && [ "$START_LIVEKIT" = 0 ] && check_external_livekit
   [ "$OMNI_SOURCE" = external ] && check_external_omni
@@ -666,9 +742,13 @@ cmd_start() {
   write_chosen
 
   [ "$START_LIVEKIT" = 1 ] && start_livekit
-  [ "$OMNI_SOURCE" = vllm-omni ] && start_vllm_omni
   [ "$OMNI_SOURCE" = cpu-standins ] && start_cpu_standins
+  # vLLM-Omni after the agent: it gets what the TTS engine leaves of the GPU (start_vllm_omni)
+  if [ "$OMNI_SOURCE" = vllm-omni ]; then
+    GPU_FREE_BEFORE_TTS="$("$PY" "${OMNI_SPLIT[@]}" free-mib)" || fail "could not read the GPU's free memory: $GPU_FREE_BEFORE_TTS" "check that nvidia-smi works"
+  fi
   start_agent
+  [ "$OMNI_SOURCE" = vllm-omni ] && start_vllm_omni
   start_token_server
   trap - EXIT
   say "all services are up: ${SERVICES[*]} (pids and logs in $RUN_DIR; Prometheus metrics: $AGENT_METRICS_URL)"
@@ -730,6 +810,27 @@ cmd_logs() {
   exec tail -n 20 -F "$LOG_DIR"/*.log
 }
 
+# omni-plan: on the GPU machine, what start would give vLLM-Omni and the command it would run; starts
+# nothing (the TTS engine's share estimated from TTS_*, where start measures it).
+cmd_omni_plan() {
+  [ -x "$PY" ] || fail "no $VENV to run deploy/omni/gpu_split.py with" "scripts/start_all.sh start (or scripts/test.sh) creates it"
+  gpu_present || fail "no GPU here (nvidia-smi lists none): start would use OMNI_BASE_URL or the CPU stand-ins" \
+    "run omni-plan on the GPU machine"
+  OMNI_LOCAL_PORT="${OMNI_LOCAL_PORT:-8091}"
+  if vllm_omni_installed; then
+    check_vllm_omni_version
+  else
+    warn "vLLM-Omni is not installed ($OMNI_VENV/bin/vllm, or vllm on PATH): python3.12 -m venv $OMNI_VENV && $OMNI_VENV/bin/pip install -r deploy/omni/requirements.txt"
+    VLLM_BIN=vllm
+  fi
+  [ -n "${TTS_DEVICE:-}" ] || TTS_DEVICE=cuda
+  [ -n "${TTS_MODEL:-}${TTS_RANDOM_WEIGHTS:-}" ] || TTS_MODEL="$DEFAULT_TTS_HUB_ID"
+  omni_split_estimated --overlay -
+  vllm_omni_command
+  say "start would run (after the agent, with $OMNI_DEPLOY holding the measured split):"
+  say "  ${VLLM_CMD[*]}"
+}
+
 main() {
   local cmd="${1:-}"
   [ $# -gt 0 ] && shift
@@ -739,8 +840,9 @@ main() {
     restart) stop_all && cmd_start ;;
     status) cmd_status ;;
     logs) cmd_logs "$@" ;;
+    omni-plan) cmd_omni_plan ;;
     *)
-      echo "usage: scripts/start_all.sh start|stop|restart|status|logs [service]" >&2
+      echo "usage: scripts/start_all.sh start|stop|restart|status|logs [service]|omni-plan" >&2
       exit 2 ;;
   esac
 }

@@ -6,9 +6,13 @@
     python scripts/bench_tts.py --model DIR --device cuda --streams 1,4,16 --json out.json
 
 Reports model load time, time to the first 20 ms packet (p50/p95), the per-frame split into
-talker / predictor / codec decoder, RTF, underrun rate, peak GPU memory (CUDA), and the package's
-generate and decoder per frame with the engine/package ratios. Every utterance has exactly
---frames frames: EOS is held off until then (random weights would stop anywhere).
+talker / predictor / codec decoder (and the prefill), RTF, underrun rate, peak GPU memory (CUDA),
+and the qwen-tts package's own path timed like for like: generate with the prefill in both sides
+and out of both, the codec against the package's default chunked decode, whole-utterance decode
+and windowed re-decoding, and text to all audio; each comparison says what each side includes and
+gives the ratio both ways. The JSON records the machine (CPU model and flags, torch, threads, load
+average). Every utterance has exactly --frames frames: EOS is held off until then (random weights
+would stop anywhere).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from tts_bench.baseline import measure_baseline  # noqa: E402
-from tts_bench.common import TEXTS, is_cuda, log, model_source, ratio, set_threads  # noqa: E402
+from tts_bench.common import TEXTS, is_cuda, load_average, log, machine_info, model_source, set_threads  # noqa: E402
+from tts_bench.compare import comparisons  # noqa: E402
 from tts_bench.frame_split import measure_frame_split  # noqa: E402
 from tts_bench.report import format_report  # noqa: E402
 from tts_bench.streams import measure_streams, run_concurrent  # noqa: E402
@@ -82,6 +87,7 @@ def wait_for_background_work(engine, timeout_s: float = 600.0) -> float:
 
 def run(args: argparse.Namespace) -> dict:
     threads = set_threads(args.threads, args.device)
+    machine = machine_info()
     transformers.logging.set_verbosity_error()  # HF generate's per-call notices would drown the progress
     with model_source(args.model, args.random_weights) as src:
         log(f"loading {src.name} on {args.device} ...")
@@ -101,32 +107,30 @@ def run(args: argparse.Namespace) -> dict:
             log("streams ...")
             streams = measure_streams(engine, args.stream_counts, args.runs, args.frames, args.speaker, args.language)
             log("per-frame split ...")
-            split = measure_frame_split(engine, args.frames, args.speaker, args.language, TEXTS[0])
+            split = measure_frame_split(engine, args.frames, args.speaker, args.language, TEXTS[0],
+                                        prefills=args.runs)
             peak = torch.cuda.max_memory_allocated() if cuda else None
             baseline = None
             if not args.no_baseline:
                 log("qwen-tts package baseline ...")
                 baseline = measure_baseline(engine, TEXTS[0], args.speaker, args.language, args.frames, args.runs)
             dtype = str(engine.runner.dtype).removeprefix("torch.")
-    engine_generate = split["talker"]["mean"] + split["predictor"]["mean"]
-    base = baseline or {}
+    machine["load_avg_end"] = load_average()
+    compared = comparisons(split, baseline or {}, streams, args.frames)
     return {
         "config": {"model": args.model, "random_weights": args.random_weights, "device": args.device, "dtype": dtype,
                    "frames": args.frames, "runs": args.runs, "streams": args.stream_counts, "threads": threads,
                    "speaker": args.speaker, "language": args.language, "torch": torch.__version__,
                    "cuda_device": torch.cuda.get_device_name() if is_cuda(args.device) else None,
-                   "host": platform.node(), "cpu_count": os.cpu_count()},
+                   "host": platform.node(), "cpu_count": os.cpu_count(), "machine": machine},
         "model": {"name": src.name, "load_s": load_s, "build_s": src.build_s if src.built_tiny else None},
         "streams": streams,
         "frame_split_ms": split,
         "peak_gpu_mem_bytes": peak,
         "baseline": baseline,
-        "ratios": {
-            "generate": ratio(engine_generate, base.get("generate_ms_per_frame")),
-            "codec_vs_windowed": ratio(split["codec"]["mean"], base.get("codec_windowed_ms_per_frame")),
-            "codec_vs_windowed_steady": ratio(split["codec"]["mean"], base.get("codec_windowed_steady_ms_per_frame")),
-            "codec_vs_whole": ratio(split["codec"]["mean"], base.get("codec_whole_ms_per_frame")),
-        },
+        # what each side includes, both ratio directions; `ratios` repeats engine/package by key
+        "comparisons": compared,
+        "ratios": {c["key"]: c["engine_over_package"] for c in compared},
     }
 
 

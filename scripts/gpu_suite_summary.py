@@ -45,7 +45,9 @@ def bench_lines(name: str, report: dict | None) -> list[str]:
     peak = report.get("peak_gpu_mem_bytes")
     lines = [f"bench {name} ({report['config']['dtype']}, {report['config']['frames']} frames): eager frame "
              f"talker/predictor/codec {_f(split['talker']['mean'], 2)}/{_f(split['predictor']['mean'], 2)}/"
-             f"{_f(split['codec']['mean'], 2)} ms, engine/package generate {_f(ratios['generate'], 3)}, "
+             f"{_f(split['codec']['mean'], 2)} ms, engine/package generate (prefill in both) {_f(ratios['generate'], 3)}, "
+             f"steady (prefill in neither) {_f(ratios.get('generate_steady'), 3)}, codec/default decode "
+             f"{_f(ratios.get('codec_vs_default'), 3)}, "
              f"peak {'-' if peak is None else round(peak / 2**20)} MiB"]
     for s in report["streams"]:
         lines.append(f"  {s['streams']:>3} streams: first packet p50 {_f(s['ttfp_ms']['p50'])} ms "

@@ -4,24 +4,34 @@ generate: `Qwen3TTSForConditionalGeneration.generate` with inputs built as `gene
 builds them (its assistant template, the processor's tokenizer, dual-track text with
 non_streaming_mode=False). Its min_new_tokens is fixed at 2, so a model that emits EOS early would
 shorten the run; EOS is masked at the codec head instead, the same effect as the engine's
-min_new_tokens = frames + 1.
+min_new_tokens = frames + 1. Each call is timed end to end, and a hook on the talker marks the end
+of its first forward (the prompt prefill), so the prefill can be counted on both sides or on
+neither: prefill = call start -> end of that forward (input building, HF set-up, the forward);
+per frame = the rest / frames.
 
-decoder: (a) whole-utterance `decoder(codes)`; (b) the package's streaming answer, windowed
+decoder, on the codes of one engine utterance: (a) the package's default, what
+`generate_custom_voice` returns audio through (`speech_tokenizer.decode` -> `chunked_decode` with
+its default chunk_size=300, left_context_size=25: one whole decode for utterances up to 300
+frames); (b) whole-utterance `decoder(codes)`; (c) the package's streaming answer, windowed
 re-decoding as in `chunked_decode(chunk_size=1, left_context_size=25)`: every new frame decodes
-`codes[..., t - ctx : t + 1]` again with up to 25 frames of left context.
+`codes[..., t - ctx : t + 1]` again with up to 25 frames of left context - over this utterance, and
+the sustained 26-frame window.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
+import math
 import statistics
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from qwen_tts import Qwen3TTSModel
 
-from .common import is_cuda, log, timed
+from .common import is_cuda, log, synchronize, timed
 
 LEFT_CONTEXT = 25  # chunked_decode's default left_context_size
 
@@ -56,25 +66,62 @@ def _generate(engine, text: str, speaker: str, language: str, new_tokens: int, s
     return codes[0]  # [frames, 16]
 
 
-def package_generate(engine, text: str, speaker: str, language: str, frames: int, runs: int) -> dict:
-    """Seconds per frame of the package's generate for `frames` frames (frames + 1 new tokens).
-
-    The time includes its one prompt prefill, spread over the frames, as a caller would pay it.
-    """
+def _timed_generate(engine, text: str, speaker: str, language: str, new_tokens: int,
+                    seed: int) -> tuple[torch.Tensor, float, float, int]:
+    """(codes, seconds in all, seconds to the end of the prompt prefill, prompt length)."""
     dev = str(engine.runner.device)
+    marks: list[tuple[float, int]] = []
+
+    def after_forward(_module, _args, kwargs, _output) -> None:
+        if not marks:  # the talker's first forward in a generate call is the prompt prefill
+            synchronize(dev)
+            embeds = kwargs.get("inputs_embeds")
+            marks.append((time.perf_counter(), -1 if embeds is None else embeds.shape[1]))
+
+    handle = engine.loaded.model.talker.register_forward_hook(after_forward, with_kwargs=True)
+    try:
+        synchronize(dev)
+        start = time.perf_counter()
+        codes = _generate(engine, text, speaker, language, new_tokens, seed)
+        synchronize(dev)
+        end = time.perf_counter()
+    finally:
+        handle.remove()
+    return codes, end - start, marks[0][0] - start, marks[0][1]
+
+
+def package_generate(engine, text: str, speaker: str, language: str, frames: int, runs: int) -> dict:
+    """The package's generate for `frames` frames (frames + 1 new tokens): end to end (prefill
+    included), its prefill alone, and the rest per frame (prefill excluded); medians over runs."""
     _generate(engine, text, speaker, language, 3, seed=0)  # warm-up: lazy init and HF set-up
-    per_frame = []
+    totals, prefills = [], []
+    prompt_tokens = -1
     for run in range(runs):
-        codes, seconds = timed(dev, _generate, engine, text, speaker, language, frames + 1, run)
+        codes, seconds, prefill, prompt_tokens = _timed_generate(engine, text, speaker, language, frames + 1, run)
         if codes.shape[0] != frames:
             raise RuntimeError(f"package generate gave {codes.shape[0]} frames, expected {frames}")
-        per_frame.append(seconds / frames)
-        log(f"  package generate run {run + 1}/{runs}: {seconds:.2f} s for {frames} frames")
-    return {"generate_ms_per_frame": statistics.median(per_frame) * 1000, "runs": runs}
+        totals.append(seconds)
+        prefills.append(prefill)
+        log(f"  package generate run {run + 1}/{runs}: {seconds:.2f} s for {frames} frames "
+            f"(prefill {prefill * 1000:.0f} ms)")
+    total_ms = statistics.median(totals) * 1000
+    steady = [(t - p) / frames for t, p in zip(totals, prefills, strict=True)]
+    return {"generate_total_ms": total_ms,
+            "generate_ms_per_frame": total_ms / frames,  # prefill included, spread over the frames
+            "prefill_ms": statistics.median(prefills) * 1000,
+            "generate_steady_ms_per_frame": statistics.median(steady) * 1000,  # prefill excluded
+            "prompt_tokens": prompt_tokens, "runs": runs}
+
+
+def default_decode_args(decoder) -> dict[str, int]:
+    """chunk_size / left_context_size defaults of the package's own `chunked_decode` (read, not assumed)."""
+    params = inspect.signature(type(decoder).chunked_decode).parameters
+    return {"chunk_size": params["chunk_size"].default, "left_context_size": params["left_context_size"].default}
 
 
 def package_decoder(engine, codes: np.ndarray, runs: int) -> dict:
-    """Package decoder cost per frame: whole-utterance decode, and windowed re-decoding per frame."""
+    """Package decoder cost per frame: its default chunked decode, whole-utterance decode, and
+    windowed re-decoding per frame."""
     decoder = engine.loaded.speech_decoder
     dev = str(next(decoder.parameters()).device)
     frames = codes.shape[0]
@@ -86,15 +133,20 @@ def package_decoder(engine, codes: np.ndarray, runs: int) -> dict:
     for t in range(frames):
         ctx = LEFT_CONTEXT if t - LEFT_CONTEXT > 0 else t  # chunked_decode's context rule
         windows.append(c[..., t - ctx: t + 1])
+    defaults = default_decode_args(decoder)
     with torch.inference_mode():
         for codes_in in [c, window, *windows]:
             decoder(codes_in)
+        decoder.chunked_decode(c)
+        default = [timed(dev, decoder.chunked_decode, c)[1] / frames for _ in range(runs)]
         whole = [timed(dev, decoder, c)[1] / frames for _ in range(runs)]
         windowed = [timed(dev, decoder, codes_in)[1] for codes_in in windows]
         # the sustained cost once a stream is longer than the context: a 26-frame window per frame
         # (speed does not depend on code values, so random codes serve)
         steady = [timed(dev, decoder, window)[1] for _ in range(runs)]
-    return {"codec_whole_ms_per_frame": statistics.median(whole) * 1000,
+    return {"codec_default_ms_per_frame": statistics.median(default) * 1000,
+            "codec_default_args": {**defaults, "chunks": math.ceil(frames / defaults["chunk_size"])},
+            "codec_whole_ms_per_frame": statistics.median(whole) * 1000,
             "codec_windowed_ms_per_frame": float(np.mean(windowed)) * 1000,
             "codec_windowed_steady_ms_per_frame": statistics.median(steady) * 1000,
             "frames": frames}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -101,3 +102,53 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or not b or math.isnan(a) or math.isnan(b):
         return None
     return a / b
+
+
+# CPU features that decide which fp32 / bf16 kernels torch can use on this machine
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def _cpuinfo() -> tuple[str | None, list[str]]:
+    """(model name, flags) of the first CPU in /proc/cpuinfo; (None, []) where there is none."""
+    model, flags = None, []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model is None:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:  # Features: Arm
+                    flags = value.split()
+                if model is not None and flags:
+                    break
+    except OSError:
+        pass
+    return model, flags
+
+
+def machine_info() -> dict[str, Any]:
+    """What a CPU timing depends on: the CPU and its vector/matrix flags, torch and its threads, and the
+    load average (other jobs on the cores make ratios of paths timed one after another unreliable)."""
+    model, flags = _cpuinfo()
+    try:
+        affinity: int | None = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    return {
+        "cpu_model": model or platform.processor() or None,
+        "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS} if flags else None,
+        "cpu_count": os.cpu_count(), "cpus_usable": affinity,
+        "torch": torch.__version__, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "host": platform.node(), "nice": os.nice(0), "load_avg_start": load_average(),
+    }
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .compare import sentence
+
 
 def _f(value, digits: int = 1, unit: str = "") -> str:
     if value is None:
@@ -19,6 +21,7 @@ def format_report(res: dict) -> str:
     cfg, model = res["config"], res["model"]
     lines = [f"Qwen3-TTS engine benchmark: {model['name']} on {cfg['device']} ({cfg['dtype']}), "
              f"{cfg['threads']} torch thread(s), {cfg['frames']} frames per stream, {cfg['runs']} runs",
+             *_machine_lines(cfg.get("machine")),
              f"model load: {_f(model['load_s'], 2)} s"
              + (f" (+ tiny checkpoint build {_f(model['build_s'], 2)} s)" if model.get("build_s") else ""), ""]
     rows = [["streams", "TTFP p50 ms", "TTFP p95 ms", "RTF/stream", "RTF throughput", "underruns"]]
@@ -31,6 +34,9 @@ def format_report(res: dict) -> str:
     rows = [["per frame (1 stream, eager)", "mean ms", "p50 ms", "p95 ms"]]
     for name in ("talker", "predictor", "codec", "total"):
         rows.append([name, _f(split[name]["mean"], 2), _f(split[name]["p50"], 2), _f(split[name]["p95"], 2)])
+    if "prefill" in split:
+        rows.append([f"prefill, once per utterance ({split['prompt_tokens']} tokens)", _f(split["prefill"]["mean"], 2),
+                     _f(split["prefill"]["p50"], 2), _f(split["prefill"]["p95"], 2)])
     lines += _table(rows)
     lines.append(f"real-time budget per frame: 80 ms; eager single-stream total = "
                  f"{_f(split['total']['mean'] / 80.0, 2)}x real time")
@@ -38,18 +44,32 @@ def format_report(res: dict) -> str:
         lines.append(f"peak GPU memory (engine): {res['peak_gpu_mem_bytes'] / 2**20:.0f} MiB")
     base = res.get("baseline")
     if base:
-        ratios = res["ratios"]
-        lines += ["", "qwen-tts package baseline (same model, same device)"]
-        rows = [["per frame", "engine ms", "package ms", "engine/package"],
-                ["generate (talker+predictor)", _f(split["talker"]["mean"] + split["predictor"]["mean"], 2),
-                 _f(base["generate_ms_per_frame"], 2), _f(ratios["generate"], 3)],
-                ["codec vs windowed (this utterance)", _f(split["codec"]["mean"], 2),
-                 _f(base["codec_windowed_ms_per_frame"], 2), _f(ratios["codec_vs_windowed"], 3)],
-                ["codec vs windowed (26-frame window)", _f(split["codec"]["mean"], 2),
-                 _f(base["codec_windowed_steady_ms_per_frame"], 2), _f(ratios["codec_vs_windowed_steady"], 3)],
-                ["codec vs whole-utterance decode", _f(split["codec"]["mean"], 2),
-                 _f(base["codec_whole_ms_per_frame"], 2), _f(ratios["codec_vs_whole"], 3)]]
-        lines += _table(rows)
+        lines += ["", f"qwen-tts package baseline (same model, same device, same text, {cfg['frames']} frames; "
+                  f"prompt {base.get('prompt_tokens', '?')} tokens in the package, "
+                  f"{split.get('prompt_tokens', '?')} in the engine)"]
+        rows = [["comparison", "unit", "engine", "package", "engine/package", "package/engine"]]
+        for c in res["comparisons"]:
+            rows.append([c["title"], c["unit"], _f(c["engine_ms"], 2), _f(c["package_ms"], 2),
+                         _f(c["engine_over_package"], 3), _f(c["package_over_engine"], 3)])
+        lines += _table(rows) + ["", "in words:"]
+        lines += [f"  {sentence(c)}" for c in res["comparisons"]]
+        lines += ["", "what each side includes (F = frames per utterance):"]
+        for c in res["comparisons"]:
+            lines += [f"  {c['title']}", f"    engine:  {c['engine_includes']}", f"    package: {c['package_includes']}"]
         if base.get("peak_gpu_mem_bytes") is not None:
             lines.append(f"peak GPU memory (package path): {base['peak_gpu_mem_bytes'] / 2**20:.0f} MiB")
     return "\n".join(lines)
+
+
+def _machine_lines(machine: dict | None) -> list[str]:
+    if not machine:
+        return []
+    flags = machine.get("cpu_flags") or {}
+    have = [name for name, on in flags.items() if on]
+    load = machine.get("load_avg_start")
+    end = machine.get("load_avg_end")
+    return [f"machine: {machine.get('cpu_model')}, {machine.get('cpus_usable') or machine.get('cpu_count')} CPUs, "
+            f"flags: {' '.join(have) or '-'}; torch {machine.get('torch')} "
+            f"(CPU kernels {machine.get('torch_cpu_capability')}), {machine.get('torch_threads')} thread(s)"
+            + (f"; GPU {machine['cuda_device']}" if machine.get("cuda_device") else ""),
+            f"load average (1/5/15 min): {load} at start, {end} at end; nice {machine.get('nice')}"]

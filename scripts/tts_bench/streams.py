@@ -75,6 +75,8 @@ def measure_streams(engine, counts: list[int], runs: int, frames: int, speaker: 
         results.append({
             "streams": count, "runs": runs, "frames_per_stream": float(np.mean([r.frames for r in records])),
             "ttfp_ms": ms_summary([r.ttfp_s for r in records]),
+            # open -> last packet ready: text in to all audio out, prefill and codec included
+            "wall_ms": ms_summary([r.wall_s for r in records]),
             # per stream: its wall time over its own audio time; throughput: the run's wall time over
             # all the audio it produced (what concurrency buys)
             "rtf_stream": {"mean": float(np.mean(stream_rtf)), "max": float(np.max(stream_rtf))},

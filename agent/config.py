@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 from tts_engine import EngineConfig
 
@@ -31,15 +33,29 @@ class VADConfig:
 
 @dataclass(frozen=True)
 class TurnConfig:
-    """End-of-turn rules, all local: VAD turn detection, no cloud turn model."""
+    """End-of-turn rules, all local (no cloud turn model): VAD silence alone, or a short VAD silence
+    and then the local Smart Turn model deciding whether to answer now (agent/turn_end.py)."""
 
     endpointing_min_delay_s: float = 0.05  # extra wait after END_OF_SPEECH before replying
     endpointing_max_delay_s: float = 3.0
     preemptive_generation: bool = False  # True starts the LLM during endpointing (extra requests)
+    end_of_turn: Literal["vad", "smart_turn"] = "vad"
+    smart_turn_model: str = ""  # the ONNX file (scripts/install_turn_model.sh puts it in .tools/smart-turn/)
+    smart_turn_min_silence_s: float = 0.2  # the VAD's silence before the model is asked
+    smart_turn_threshold: float = 0.5  # below this probability the turn is taken as unfinished ...
+    smart_turn_max_delay_s: float = 0.8  # ... and the agent waits this much longer for more speech
 
     def __post_init__(self) -> None:
         if not 0 <= self.endpointing_min_delay_s <= self.endpointing_max_delay_s:
             raise ValueError("endpointing delays must satisfy 0 <= min <= max")
+        if self.end_of_turn not in ("vad", "smart_turn"):
+            raise ValueError("end_of_turn (AGENT_END_OF_TURN) must be 'vad' or 'smart_turn'")
+        if self.end_of_turn == "smart_turn" and not self.smart_turn_model:
+            raise ValueError("end_of_turn 'smart_turn' needs smart_turn_model (AGENT_TURN_MODEL): the ONNX file")
+        if not 0 < self.smart_turn_threshold < 1 or not 0 < self.smart_turn_min_silence_s <= 5:
+            raise ValueError("smart_turn_threshold must be in (0, 1) and smart_turn_min_silence_s in (0, 5]")
+        if not self.endpointing_min_delay_s <= self.smart_turn_max_delay_s <= 10:
+            raise ValueError("smart_turn_max_delay_s must be in [endpointing_min_delay_s, 10]")
 
 
 @dataclass(frozen=True)
@@ -78,11 +94,43 @@ class AgentConfig:
             omni=omni, llm=llm,
             voice=VoiceOptions(speaker=e.get("TTS_SPEAKER", "ryan"), language=e.get("TTS_LANGUAGE", "english")),
             duplex=DuplexConfig(barge_in_min_speech_s=float(e.get("BARGE_IN_MIN_SPEECH_S", "0")),
-                                false_interruption=e.get("FALSE_INTERRUPTION", "resume")),  # type: ignore[arg-type]
+                                false_interruption=e.get("FALSE_INTERRUPTION", "resume"),  # type: ignore[arg-type]
+                                early_pause_threshold=_early_pause(e.get("BARGE_IN_EARLY_PAUSE", ""))),
             echo=EchoGateConfig(enabled=e.get("ECHO_GATE", "1") == "1",
-                                min_ratio=float(e.get("ECHO_GATE_RATIO", "0.1"))),
+                                min_ratio=float(e.get("ECHO_GATE_RATIO", str(EchoGateConfig.min_ratio))),
+                                adaptive=e.get("ECHO_GATE_ADAPTIVE", "1") == "1"),
+            turn=_turn_config(e),
             traces_dir=e.get("AGENT_TRACES_DIR", "traces"),
             greeting=e.get("AGENT_GREETING") or None)
+
+
+# where scripts/install_turn_model.sh puts the Smart Turn model (the repository's tool folder)
+DEFAULT_TURN_MODEL = Path(__file__).resolve().parents[1] / ".tools" / "smart-turn" / "smart-turn-v3.2-cpu.onnx"
+
+
+def _turn_config(e: dict[str, str] | os._Environ[str]) -> TurnConfig:
+    """AGENT_END_OF_TURN: smart_turn, vad, or auto (default: smart_turn when its model is installed)."""
+    mode = e.get("AGENT_END_OF_TURN", "auto").strip().lower() or "auto"
+    model = e.get("AGENT_TURN_MODEL") or str(DEFAULT_TURN_MODEL)
+    if mode == "auto":
+        mode = "smart_turn" if Path(model).is_file() else "vad"
+    elif mode == "smart_turn" and not Path(model).is_file():
+        raise ValueError(f"AGENT_END_OF_TURN=smart_turn but the model {model} is missing: run "
+                         "scripts/install_turn_model.sh (or set AGENT_TURN_MODEL, or AGENT_END_OF_TURN=vad)")
+    return TurnConfig(end_of_turn=mode, smart_turn_model=model if mode == "smart_turn" else "")  # type: ignore[arg-type]
+
+
+def _early_pause(raw: str) -> float | None:
+    """BARGE_IN_EARLY_PAUSE: a speech probability, "off", or empty for the default."""
+    raw = raw.strip().lower()
+    if not raw:
+        return DuplexConfig.early_pause_threshold
+    if raw in ("off", "0", "none"):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"BARGE_IN_EARLY_PAUSE={raw!r}: give a speech probability in (0, 1) or 'off'") from None
 
 
 def engine_config_from_env(env: dict[str, str] | None = None) -> EngineConfig:

@@ -3,13 +3,18 @@
 States: LISTENING (user's turn) -> THINKING (reply being generated, nothing audible yet) ->
 SPEAKING (reply audible) -> back to LISTENING; INTERRUPTED while a barge-in is being resolved.
 
-Barge-in: on VAD start of speech while THINKING or SPEAKING the controller silences the output
-SYNCHRONOUSLY (pause: the queue stays, nothing more is heard) and records when. Then:
+Barge-in: the first VAD window whose speech probability reaches `early_pause_threshold` while
+THINKING or SPEAKING silences the output SYNCHRONOUSLY (pause: the queue stays, nothing more is
+heard) - one window before the VAD confirms speech. If the VAD's start of speech does not follow
+(a click, a cough: `EARLY_PAUSE_COLD_WINDOWS` quiet windows or `EARLY_PAUSE_MAX_S`), the reply plays
+on from where it paused. On the VAD's start of speech the barge-in is recorded, and then:
 - min_speech_s == 0: it cuts at once - clears the output queue, cancels the engine streams, and
   interrupts the session (which cancels the LLM request and the TTS task);
-- min_speech_s > 0 (backchannel tolerance): livekit's own VAD interruption, configured with that
-  minimum, confirms a real barge-in and cancels; if the user stops sooner it was a false
-  interruption and the policy decides: "resume" plays on from where it paused, "drop" cuts anyway.
+- min_speech_s > 0 (backchannel tolerance): the controller cuts once the VAD has heard that much
+  speech (not counting the silence Silero waits out before its end of speech, which livekit's own
+  interruption counts: that one stays configured above it, as a backstop); if the user stops sooner
+  it was a false interruption and the policy decides: "resume" plays on from where it paused,
+  "drop" cuts anyway.
 Echo never reaches this point: the EchoGate removes it from the microphone stream before the VAD.
 """
 
@@ -23,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from livekit.agents import vad as lk_vad
 from livekit.agents.voice import AgentSession
 
 from .clock import monotonic_from_wall
@@ -38,16 +44,37 @@ class DuplexState(enum.Enum):
     INTERRUPTED = "interrupted"
 
 
+# An early pause that the VAD does not confirm is let go after this many windows (32 ms each) in a
+# row below the threshold - Silero's own start needs consecutive hot windows, so two cold ones mean
+# this burst will not become speech - or after EARLY_PAUSE_MAX_S in any case.
+EARLY_PAUSE_COLD_WINDOWS = 2
+EARLY_PAUSE_MAX_S = 0.3
+
+
 @dataclass(frozen=True)
 class DuplexConfig:
     barge_in_min_speech_s: float = 0.0  # speech needed before a barge-in counts (backchannel tolerance)
     false_interruption: Literal["resume", "drop"] = "resume"
+    # speech probability of one VAD window that silences the agent before the VAD confirms speech;
+    # None: silence it only at the VAD's start of speech (a window later)
+    early_pause_threshold: float | None = 0.5
 
     def __post_init__(self) -> None:
         if not 0 <= self.barge_in_min_speech_s <= 5:
             raise ValueError("barge_in_min_speech_s must be in [0, 5] seconds")
         if self.false_interruption not in ("resume", "drop"):
             raise ValueError("false_interruption must be 'resume' or 'drop'")
+        if self.early_pause_threshold is not None and not 0 < self.early_pause_threshold < 1:
+            raise ValueError("early_pause_threshold must be in (0, 1), or None to pause at the VAD's start of speech")
+
+
+@dataclass
+class EarlyPause:
+    """The output silenced on one hot VAD window, before the VAD confirms speech (monotonic seconds)."""
+
+    paused_at: float
+    audible_until: float  # the frame in flight when it paused still sounds until then
+    cold_windows: int = 0
 
 
 @dataclass
@@ -58,6 +85,7 @@ class BargeIn:
     silent_at: float  # when no more agent audio could be heard (end of the frame in flight)
     while_state: str
     onset_at: float | None = None  # when the user's speech really began (the VAD backdates its start)
+    paused_at: float | None = None  # the output was silenced (an early pause, or at detection)
     outcome: str = "pending"  # "cut", "false_resumed", "false_dropped"
     cut_at: float | None = None
     # what was being said when the user cut in: a cut stops exactly these, never a reply that
@@ -77,9 +105,10 @@ class BargeIn:
         return None if self.onset_at is None else max(0.0, (self.silent_at - self.onset_at) * 1000)
 
     def clock(self) -> dict[str, float]:
-        """Its moments on the monotonic clock: barge_in_onset (the true speech onset), _detected, _cut, _silent."""
-        stamps = {"barge_in_onset": self.onset_at, "barge_in_detected": self.detected_at,
-                  "barge_in_cut": self.cut_at, "barge_in_silent": self.silent_at}
+        """Its moments on the monotonic clock: barge_in_onset (the true speech onset), _paused, _detected,
+        _cut, _silent."""
+        stamps = {"barge_in_onset": self.onset_at, "barge_in_paused": self.paused_at,
+                  "barge_in_detected": self.detected_at, "barge_in_cut": self.cut_at, "barge_in_silent": self.silent_at}
         return {k: v for k, v in stamps.items() if v is not None}
 
     @property
@@ -102,6 +131,9 @@ class DuplexController:
         self._verdict: asyncio.Future[bool] | None = None
         self.history: list[BargeIn] = []
         self.transitions: list[tuple[float, DuplexState]] = []
+        self.early: EarlyPause | None = None  # silenced on a hot window, the VAD's start not yet seen
+        self.early_pauses = 0
+        self.early_pauses_released = 0  # not followed by speech: the reply played on
 
     @property
     def output(self) -> Any:
@@ -129,6 +161,7 @@ class DuplexController:
         elif new in ("listening", "idle"):
             if self.pending is not None:
                 self._finish_pending("cut")  # livekit confirmed the barge-in and stopped the reply
+            self._release_early("the reply ended")  # a paused output must never outlive its reply
             self._set(DuplexState.LISTENING)
 
     def _on_user_state(self, ev: Any) -> None:
@@ -137,11 +170,58 @@ class DuplexController:
         elif ev.new_state == "listening" and self.pending is not None and self.pending.outcome == "pending":
             self._false_interruption()
 
+    def on_vad_event(self, ev: lk_vad.VADEvent) -> None:
+        """Every event of the session's VAD, as it is emitted (agent/vad_tap.py): the early pause, and
+        the confirmation of a barge-in that needs `barge_in_min_speech_s` of speech."""
+        if ev.type != lk_vad.VADEventType.INFERENCE_DONE:
+            return
+        if self.pending is not None:
+            self._confirm_if_long_enough(ev)
+            return
+        threshold = self.config.early_pause_threshold
+        if threshold is None:
+            return
+        hot = ev.probability >= threshold
+        early = self.early
+        if early is None:
+            if hot and not ev.speaking and self.state in (DuplexState.THINKING, DuplexState.SPEAKING):
+                now = time.monotonic()
+                self.early = EarlyPause(paused_at=now, audible_until=max(now, self._audible_until(now)))
+                self.output.pause()  # silence first, let the VAD decide
+                self.early_pauses += 1
+            return
+        early.cold_windows = 0 if hot else early.cold_windows + 1
+        if early.cold_windows >= EARLY_PAUSE_COLD_WINDOWS or time.monotonic() - early.paused_at > EARLY_PAUSE_MAX_S:
+            self._release_early("no speech followed")
+
+    def _confirm_if_long_enough(self, ev: lk_vad.VADEvent) -> None:
+        """Cut once the user has really spoken `barge_in_min_speech_s`. Silero's speech_duration goes on
+        counting through the silence it waits before END_OF_SPEECH, so a short "mm-hm" followed by
+        that silence would reach the minimum too: the trailing silence is taken off."""
+        pending, needed = self.pending, self.config.barge_in_min_speech_s
+        if pending is None or pending.outcome != "pending" or needed <= 0:
+            return
+        if ev.speech_duration - ev.raw_accumulated_silence >= needed:
+            log.info("barge-in confirmed after %.2f s of speech", needed)
+            self.cut()
+
+    def _release_early(self, why: str) -> None:
+        if self.early is None:
+            return
+        self.early = None
+        self.early_pauses_released += 1
+        log.info("early pause released (%s): playing on", why)
+        self.output.resume()
+
+    def _audible_until(self, now: float) -> float:
+        return getattr(self.output, "audible_until", now)
+
     def _user_started(self, onset_at: float | None = None) -> None:
         if self.state not in (DuplexState.THINKING, DuplexState.SPEAKING) or self.pending is not None:
+            self._release_early("the agent was not talking")  # (a pending barge-in took the pause over)
             return
         now = time.monotonic()
-        self.output.pause()  # silence first, decide second
+        self.output.pause()  # silence first, decide second (already silent after an early pause)
         self.pending = self._new_barge_in(now, onset_at)
         self._set(DuplexState.INTERRUPTED)
         log.info("barge-in detected while %s", self.pending.while_state)
@@ -167,10 +247,12 @@ class DuplexController:
     # ---- the cut -------------------------------------------------------------------------------
 
     def _new_barge_in(self, now: float, onset_at: float | None = None) -> BargeIn:
-        audible_until = getattr(self.output, "audible_until", now)
+        early, self.early = self.early, None  # the barge-in takes over the early pause
+        silent_at = early.audible_until if early is not None else max(now, self._audible_until(now))
         streams = [s.engine_stream for s in self.tts.active_streams if s.engine_stream is not None]
-        return BargeIn(detected_at=now, silent_at=max(now, audible_until), while_state=self.state.value,
+        return BargeIn(detected_at=now, silent_at=silent_at, while_state=self.state.value,
                        onset_at=None if onset_at is None else min(onset_at, now),
+                       paused_at=early.paused_at if early is not None else now,
                        speech=self.session.current_speech, engine_streams=streams)
 
     def cut(self, outcome: str = "cut") -> None:

@@ -37,11 +37,11 @@ def agent_config(base_url: str, traces_dir: Path, timeout_s: float = 3.0, **over
 class Conversation:
     """A running pipeline with a scripted microphone and a recording speaker."""
 
-    def __init__(self, engine, cfg: AgentConfig, vad) -> None:
+    def __init__(self, engine, cfg: AgentConfig, vad, turn_model=None) -> None:
         self.mic = WavAudioInput(sample_rate=16000)
         self.speaker = RecordingAudioOutput(sample_rate=engine.config.output_sample_rate)
         self.events: list[tuple[float, str, dict]] = []
-        self.pipeline = VoicePipeline(engine, cfg, vad,
+        self.pipeline = VoicePipeline(engine, cfg, vad, turn_model=turn_model,
                                       on_event=lambda kind, data: self.events.append((time.monotonic(), kind, data)))
 
     async def __aenter__(self) -> Conversation:

@@ -37,28 +37,44 @@ from .omni_llm import OmniLLM
 from .omni_stt import OmniSTT
 from .traces import TraceWriter, TurnTracer
 from .tts_plugin import EngineTTS, SynthesisTiming
+from .turn_end import SmartTurnDetector, SmartTurnModel, TurnAudio
+from .vad_tap import ObservedVAD
 
 log = logging.getLogger(__name__)
 
 FRAME_S = 0.08  # one codec frame of audio
+# The user's audio from a room as the VAD wants it: 20 ms frames (RoomIO's default of 50 ms holds every
+# word back for up to 50 ms before the VAD sees it) at Silero's own 16 kHz (no second resampling),
+# as direct mode's WebRTCAudioInput delivers it
+ROOM_AUDIO_INPUT = room_io.AudioInputOptions(sample_rate=16000, frame_size_ms=20)
 STALE_TURN_S = 2.0  # after the agent stops, how long a turn may wait for its assistant message
+
+
+def vad_silence_s(cfg: AgentConfig) -> float:
+    """The silence Silero waits before END_OF_SPEECH: shorter with the turn model, which decides the rest."""
+    return cfg.turn.smart_turn_min_silence_s if cfg.turn.end_of_turn == "smart_turn" else cfg.vad.min_silence_s
 
 
 def load_vad(cfg: AgentConfig) -> lk_vad.VAD:
     """Silero from the plugin wheel (no download). Load once per process and share it."""
-    return silero.VAD.load(min_speech_duration=cfg.vad.min_speech_s, min_silence_duration=cfg.vad.min_silence_s,
+    return silero.VAD.load(min_speech_duration=cfg.vad.min_speech_s, min_silence_duration=vad_silence_s(cfg),
                            activation_threshold=cfg.vad.activation_threshold)
 
 
-def turn_handling(cfg: AgentConfig) -> dict[str, Any]:
+def turn_handling(cfg: AgentConfig, detector: SmartTurnDetector | None = None) -> dict[str, Any]:
+    # with a detector, livekit waits max_delay instead of min_delay when it says "unlikely finished"
+    max_delay = cfg.turn.smart_turn_max_delay_s if detector is not None else cfg.turn.endpointing_max_delay_s
     return {
-        "turn_detection": "vad",
-        "endpointing": {"min_delay": cfg.turn.endpointing_min_delay_s, "max_delay": cfg.turn.endpointing_max_delay_s},
+        "turn_detection": detector if detector is not None else "vad",
+        "endpointing": {"min_delay": cfg.turn.endpointing_min_delay_s, "max_delay": max_delay},
         "interruption": {
             "enabled": True, "mode": "vad",
-            # livekit's own VAD interruption confirms barge-ins that must last this long (backchannels
-            # shorter than this are tolerated); the duplex controller silences output before that.
-            "min_duration": max(cfg.duplex.barge_in_min_speech_s, 0.05),
+            # the duplex controller silences and cuts barge-ins itself (agent/duplex.py); livekit's own
+            # VAD interruption is its backstop, after the controller's minimum plus the silence Silero
+            # counts into speech_duration before its END_OF_SPEECH (else a short "mm-hm" and its
+            # trailing silence would reach the minimum and cut the reply)
+            "min_duration": max(cfg.duplex.barge_in_min_speech_s + vad_silence_s(cfg), 0.05)
+            if cfg.duplex.barge_in_min_speech_s > 0 else 0.05,
             "min_words": 0, "resume_false_interruption": False, "false_interruption_timeout": None,
             "discard_audio_if_uninterruptible": True, "backchannel_boundary": None,
         },
@@ -91,7 +107,8 @@ class DuplexAgent(Agent):
 
 class VoicePipeline:
     def __init__(self, engine: TTSEngine, cfg: AgentConfig, vad: lk_vad.VAD, session_id: str | None = None,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None,
+                 turn_model: SmartTurnModel | None = None) -> None:
         self.cfg = cfg
         self.session_id = session_id or f"s-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.on_event = on_event  # transcripts, state, per-turn latency -> data channel / logs
@@ -103,8 +120,16 @@ class VoicePipeline:
         self.echo_gate: EchoGate | None = None
         self._speaking: SynthesisTiming | None = None  # the synthesis whose audio is being played
         self._interrupted_at_s: float | None = None  # playback position where the last reply was cut
+        # the shared Silero, seen window by window by this session's duplex controller (the early pause)
+        # and, with a turn model, by the audio it judges
+        self.turn_audio = TurnAudio() if turn_model is not None else None
+        self.turn_detector = (SmartTurnDetector(turn_model, self.turn_audio, cfg.turn.smart_turn_threshold,
+                                                on_prediction=self.tracer.end_of_turn_predicted)
+                              if turn_model is not None and self.turn_audio is not None else None)
+        session_vad = ObservedVAD(vad, self._on_vad_event)
         self.session: AgentSession = AgentSession(
-            stt=self.stt, llm=self.llm, tts=self.tts, vad=vad, turn_handling=turn_handling(cfg),  # type: ignore[arg-type]
+            stt=self.stt, llm=self.llm, tts=self.tts, vad=session_vad,
+            turn_handling=turn_handling(cfg, self.turn_detector),  # type: ignore[arg-type]
             aec_warmup_duration=None, user_away_timeout=None, conn_options=connect_options(cfg))
         self.controller = DuplexController(self.session, self.tts, cfg.duplex, on_barge_in=self._on_barge_in)
         self._started = False
@@ -131,7 +156,8 @@ class VoicePipeline:
             # transcripts still go out on lk.transcription, unsynchronised: a synchronizer would wrap
             # (and hide) our output, and the page shows transcripts from the agent-events topic
             await s.start(agent, room=room, record=False, room_options=room_io.RoomOptions(
-                audio_output=False, text_output=room_io.TextOutputOptions(sync_transcription=False)))
+                audio_input=ROOM_AUDIO_INPUT, audio_output=False,
+                text_output=room_io.TextOutputOptions(sync_transcription=False)))
         # the echo gate sits between whatever microphone the session got and its VAD/STT
         assert s.input.audio is not None
         self.echo_gate = EchoGate(s.input.audio, self.cfg.echo)
@@ -179,6 +205,11 @@ class VoicePipeline:
                 self.on_event(kind, data)
             except Exception:  # a dead data channel must never break the conversation
                 log.exception("event listener failed")
+
+    def _on_vad_event(self, ev: lk_vad.VADEvent) -> None:
+        self.controller.on_vad_event(ev)
+        if self.turn_audio is not None:
+            self.turn_audio.on_vad_event(ev)
 
     def _on_user_state(self, ev: Any) -> None:
         if ev.new_state == "listening" and ev.old_state == "speaking":

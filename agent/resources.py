@@ -14,6 +14,7 @@ from tts_engine import EngineConfig, TTSEngine
 
 from .config import AgentConfig
 from .pipeline import load_vad
+from .turn_end import SmartTurnModel
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class SharedResources:
         self._lock = threading.Lock()
         self._engine: TTSEngine | None = None
         self._vad: lk_vad.VAD | None = None
+        self._turn_model: SmartTurnModel | None = None
 
     @property
     def engine(self) -> TTSEngine:
@@ -46,6 +48,17 @@ class SharedResources:
             return self._vad
 
     @property
+    def turn_model(self) -> SmartTurnModel | None:
+        """The end-of-turn model, when the configuration asks for one (None: VAD-only endpointing)."""
+        path = self.agent_cfg.turn.smart_turn_model
+        if self.agent_cfg.turn.end_of_turn != "smart_turn" or not path:
+            return None
+        with self._lock:
+            if self._turn_model is None:
+                self._turn_model = SmartTurnModel(path)
+            return self._turn_model
+
+    @property
     def loaded(self) -> bool:
         return self._engine is not None
 
@@ -60,9 +73,9 @@ class SharedResources:
         started = time.monotonic()
         source = self.engine_cfg.model or f"random weights {self.engine_cfg.random_weights}"
         log.info("loading the TTS engine (%s on %s) and Silero", source, self.engine_cfg.device)
-        engine, _vad = self.engine, self.vad
-        log.info("models loaded in %.1f s (engine: %d stream slots)", time.monotonic() - started,
-                 engine.config.max_streams)
+        engine, _vad, turn_model = self.engine, self.vad, self.turn_model
+        log.info("models loaded in %.1f s (engine: %d stream slots; end of turn: %s)", time.monotonic() - started,
+                 engine.config.max_streams, turn_model.path.name if turn_model is not None else "VAD silence only")
 
     def load(self) -> float:
         """0..1: the share of TTS stream slots in use (0 before the engine exists)."""

@@ -86,7 +86,7 @@ class Turn:
             "llm_total_ms": _ms(self.llm_started_at, self.llm_done_at),
             "pipeline_overhead_ms": round(v2v - sum(inside), 2) if v2v is not None and len(inside) == 3 else None,
             "stt_queue_ms": self.stt_queue_ms, "llm_queue_ms": self.llm_queue_ms,
-            "endpointing_ms": _ms(self.speech_end_at, self.vad_end_at),
+            "endpointing_ms": self.endpointing_ms(),
             "onset_to_silence_ms": self.onset_to_silence_ms if self.interrupted else None,
             "barge_in_detect_ms": self.barge_in_detect_ms if self.interrupted else None,
             "clock": self.clock(),
@@ -95,11 +95,22 @@ class Turn:
         return rec
 
 
+    def endpointing_ms(self) -> float | None:
+        """How long the agent took to decide the turn was over, model time excluded: the VAD's silence
+        (true end of speech -> its END_OF_SPEECH) plus, once the transcript is in, the end-of-turn
+        wait before the LLM request (livekit's endpointing delay, and the turn model's verdict)."""
+        silence = _ms(self.speech_end_at, self.vad_end_at)
+        if silence is None:
+            return None
+        after_transcript = _ms(self.stt_done_at, self.llm_started_at)
+        return round(silence + max(0.0, after_transcript or 0.0), 2)
+
     def clock(self) -> dict[str, float]:
         """This turn's moments in seconds of the agent host's monotonic clock: a client on the same
         host (scripts/bench_duplex.py) lines them up with what it played and heard."""
         stamps = {"speech_end": self.speech_end_at, "vad_end": self.vad_end_at, "stt_started": self.stt_started_at,
-                  "stt_done": self.stt_done_at, "llm_first_token": self.llm_first_token_at,
+                  "stt_done": self.stt_done_at, "llm_started": self.llm_started_at,
+                  "llm_first_token": self.llm_first_token_at,
                   "tts_first_audio": self.tts_first_audio_at, "published": self.published_at,
                   **(self.barge_in_clock if self.interrupted else {})}
         return {k: round(v, 4) for k, v in stamps.items() if v is not None}
@@ -189,6 +200,11 @@ class TurnTracer:
     def llm_started(self) -> None:
         if self.turn is not None and self.turn.llm_started_at is None:
             self.turn.llm_started_at = time.monotonic()
+
+    def end_of_turn_predicted(self, probability: float) -> None:
+        """The turn model's verdict on the user's turn being collected (agent/turn_end.py)."""
+        if self.turn is not None:
+            self.turn.extra["end_of_turn_probability"] = round(probability, 3)
 
     def llm_queued(self, queue_ms: float) -> None:
         if self.turn is not None and self.turn.llm_queue_ms is None:

@@ -133,7 +133,7 @@ def make_server(state: WorkerState) -> AgentServer:
         # is then one session's share of the load, so a burst of max_sessions rooms is all taken
         num_idle_processes=cfg.max_sessions,
         # the engine is loaded before run_app; a job thread only picks up the shared objects
-        setup_fnc=lambda proc: (resources.engine, resources.vad),
+        setup_fnc=lambda proc: (resources.engine, resources.vad, resources.turn_model),
         # livekit's own health server answers "OK" before registration: ours (worker_health.py) is
         # the one to ask; this one is kept off every public interface and off a fixed port
         host="127.0.0.1", port=0)
@@ -166,7 +166,7 @@ def make_server(state: WorkerState) -> AgentServer:
         silence_transport_on_cut(output, sink.clear)
         on_event: Callable[[str, dict[str, Any]], None] = state.metrics.observer(session_id, then=publish)
         pipeline = VoicePipeline(resources.engine, resources.agent_cfg, resources.vad,
-                                 session_id=session_id, on_event=on_event)
+                                 session_id=session_id, on_event=on_event, turn_model=resources.turn_model)
         # shutdown callbacks run in order: stop the conversation, then its audio path
         ctx.add_shutdown_callback(pipeline.aclose)
         ctx.add_shutdown_callback(output.aclose)

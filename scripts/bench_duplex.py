@@ -12,18 +12,27 @@ agent's host, so both read the same monotonic clock: the agent's stamps (each tr
 
 Per barge-in, ms after our speech onset (the first loud sample we sent):
   agent_onset      where the agent places the onset (its VAD's START_OF_SPEECH, backdated)
+  paused           the agent's output was silenced (the first hot VAD window: the early pause)
   vad_detected     the VAD's START_OF_SPEECH reached the duplex controller
   cut              the cut was issued (output cleared, engine streams and LLM cancelled)
   agent_silent     the agent's last audio left it (end of the frame in flight)
   heard_silent     the last agent audio frame arrived here: the stop latency a person hears
 Per turn, ms after our true end of speech (the last loud sample we sent):
   agent_end        where the agent places the end (END_OF_SPEECH, backdated by the silence waited)
-  end_of_speech    the VAD's END_OF_SPEECH (the endpointing wait ends)
-  stt_done, llm_first_token, tts_first_audio, published (first frame handed to the transport)
+  end_of_speech    the VAD's END_OF_SPEECH (its silence wait ends)
+  stt_done         the transcript is in
+  committed        the turn is committed and the LLM asked (after livekit's end-of-turn delay and,
+                   with AGENT_END_OF_TURN=smart_turn, the turn model's verdict)
+  llm_first_token, tts_first_audio, published (first frame handed to the transport)
   heard            the first agent audio frame of the reply arrived here: voice-to-voice as heard
+and per turn: endpointing_wait (end_of_speech + committed - stt_done: deciding the turn was over),
+model_time (STT + LLM first token + TTS first audio, from the trace) and what the listener waited
+beyond both (heard - endpointing_wait - model_time: queues, transports, the wire).
 Writes p50/p95/max of each (JSON) and a plot of every event's timeline (PNG). Loopback only: the
 clocks are one only on one host. Numbers cover the network stack and the client's receive path
-(aiortc / the LiveKit SDK), not a browser's jitter buffer or a loudspeaker.
+(aiortc / the LiveKit SDK), not a loudspeaker. With --browser the page in real Chromium is the user
+(scripts/bench_browser.py): its own microphone and its WebAudio graph after Chromium's jitter buffer
+are the two timelines, each utterance at a planned moment instead of in reaction to the agent.
 """
 
 from __future__ import annotations
@@ -43,12 +52,15 @@ from soak_report import fill_endpoints, write_json  # noqa: E402
 
 from agent.trace_stats import stage_stats  # noqa: E402
 
-BARGE_IN_STAGES = ("agent_onset", "vad_detected", "cut", "agent_silent", "heard_silent")
-TURN_STAGES = ("agent_end", "end_of_speech", "stt_done", "llm_first_token", "tts_first_audio", "published", "heard")
+BARGE_IN_STAGES = ("agent_onset", "paused", "vad_detected", "cut", "agent_silent", "heard_silent")
+TURN_STAGES = ("agent_end", "end_of_speech", "stt_done", "committed", "llm_first_token", "tts_first_audio", "published",
+               "heard")
+# per turn, derived (ms): what the listener waited beyond deciding the turn was over and the three models
+TURN_BUDGET = ("endpointing_wait", "model_time", "beyond_endpointing_and_models")
 # trace clock key of each stage
-BARGE_IN_CLOCK = {"agent_onset": "barge_in_onset", "vad_detected": "barge_in_detected", "cut": "barge_in_cut",
-                  "agent_silent": "barge_in_silent"}
-TURN_CLOCK = {"agent_end": "speech_end", "end_of_speech": "vad_end", "stt_done": "stt_done",
+BARGE_IN_CLOCK = {"agent_onset": "barge_in_onset", "paused": "barge_in_paused", "vad_detected": "barge_in_detected",
+                  "cut": "barge_in_cut", "agent_silent": "barge_in_silent"}
+TURN_CLOCK = {"agent_end": "speech_end", "end_of_speech": "vad_end", "stt_done": "stt_done", "committed": "llm_started",
               "llm_first_token": "llm_first_token", "tts_first_audio": "tts_first_audio", "published": "published"}
 MATCH_WINDOW_S = 3.0  # an agent stamp this far from the moment it estimates belongs to another event
 REPLY_WINDOW_S = 60.0  # the first agent audio after our speech within this is its reply
@@ -92,7 +104,20 @@ def turn_event(said: dict[str, Any], next_onset: float | None, records: list[dic
     limit = min(end + REPLY_WINDOW_S, next_onset) if next_onset is not None else end + REPLY_WINDOW_S
     first = next((t for t in heard_at if end < t <= limit), None)
     event["heard"] = _ms(end, first)
+    event.update(turn_budget(event, rec or {}))
     return event
+
+
+def turn_budget(event: dict[str, Any], rec: dict[str, Any]) -> dict[str, float | None]:
+    """The turn's wait split into deciding the turn was over, the models, and everything else."""
+    stages = [event["end_of_speech"], event["stt_done"], event["committed"], event["heard"]]
+    models = [rec.get("stt_ms"), rec.get("llm_ttft_ms"), rec.get("tts_ttfa_ms")]
+    if any(v is None for v in stages) or any(v is None for v in models):
+        return dict.fromkeys(TURN_BUDGET)
+    endpointing = event["end_of_speech"] + max(0.0, event["committed"] - event["stt_done"])
+    model_time = sum(models)
+    return {"endpointing_wait": round(endpointing, 1), "model_time": round(model_time, 1),
+            "beyond_endpointing_and_models": round(event["heard"] - endpointing - model_time, 1)}
 
 
 def analyse(spoken: list[dict[str, Any]], records: list[dict[str, Any]], heard_at: list[float]) -> dict[str, Any]:
@@ -105,6 +130,7 @@ def analyse(spoken: list[dict[str, Any]], records: list[dict[str, Any]], heard_a
         "barge_ins": barge_ins, "turns": turns,
         "barge_in_stages_ms": {s: stage_stats([b[s] for b in counted if b[s] is not None]) for s in BARGE_IN_STAGES},
         "turn_stages_ms": {s: stage_stats([t[s] for t in turns if t[s] is not None]) for s in TURN_STAGES},
+        "turn_budget_ms": {s: stage_stats([t[s] for t in turns if t[s] is not None]) for s in TURN_BUDGET},
         "barge_ins_counted": len(counted), "turns_counted": sum(t["heard"] is not None for t in turns),
     }
 
@@ -141,7 +167,7 @@ def plot(result: dict[str, Any], out: Path, title: str) -> None:
 
 
 def summary(result: dict[str, Any], mode: str) -> str:
-    lines = [f"bench_duplex ({mode} mode): {result['barge_ins_counted']} barge-ins over a speaking agent, "
+    lines = [f"bench_duplex ({mode}): {result['barge_ins_counted']} barge-ins over a speaking agent, "
              f"{result['turns_counted']} turns heard",
              f"  {'barge-in, ms after our onset':32s} {'n':>4s} {'p50':>8s} {'p95':>8s} {'max':>8s}"]
 
@@ -151,6 +177,8 @@ def summary(result: dict[str, Any], mode: str) -> str:
     lines += [row(s, st) for s, st in result["barge_in_stages_ms"].items()]
     lines.append(f"  {'turn, ms after our end of speech':32s}")
     lines += [row(s, st) for s, st in result["turn_stages_ms"].items()]
+    lines.append(f"  {'turn, ms spent on':32s}")
+    lines += [row(s, st) for s, st in result["turn_budget_ms"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -161,6 +189,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="bench-duplex-") as tmp:
         utterances = make_utterances(2 * args.barge_ins + 1, Path(tmp))
+        if args.browser:
+            from bench_browser import browser_call
+            heard = await browser_call(args.base, utterances, Path(tmp))
+            failures = [f"the page showed: {e}" for e in heard["errors"]]
+            return {"mode": heard["mode"], "client": "chromium", "failures": failures, "page": heard["page"],
+                    **analyse(heard["spoken"], heard["records"], heard["heard_at"])}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
                                      timeout=aiohttp.ClientTimeout(total=30)) as http:
         grant = await get_token(http, args.base.rstrip("/"), f"bench-duplex-{os.getpid()}")
@@ -170,7 +204,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if soak.failures:
         print("bench_duplex: the conversation had problems:\n  " + "\n  ".join(soak.failures), file=sys.stderr)
     result = analyse(soak.spoken, soak.turns(), list(client.voiced_at))
-    return {"mode": grant.get("mode"), "failures": soak.failures, **result}
+    return {"mode": grant.get("mode"), "client": type(client).__name__, "failures": soak.failures, **result}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--barge-ins", type=int, default=20, help="barge-ins to make (2N+1 turns; default 20)")
     ap.add_argument("--json", metavar="OUT", required=True, help="write the JSON report here")
     ap.add_argument("--png", metavar="OUT", help="timeline plot (default: the JSON path with .png)")
+    ap.add_argument("--browser", action="store_true",
+                    help="speak through the page in real Chromium (Debian's chromium) instead of the soak's client")
     add_call_args(ap)
     args = ap.parse_args(argv)
     if args.barge_ins < 1:
@@ -188,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     report = asyncio.run(run(args))
     out = write_json(report, args.json)
     png = Path(args.png) if args.png else out.with_suffix(".png")
-    plot(report, png, f"bench_duplex, {report['mode']} mode")
-    print(summary(report, str(report["mode"])), end="")
+    plot(report, png, f"bench_duplex, {report['mode']} mode, {report['client']}")
+    print(summary(report, f"{report['mode']} mode, client {report['client']}"), end="")
     print(f"report: {out}  plot: {png}")
     return 0 if not report["failures"] and report["barge_ins_counted"] > 0 else 1
 

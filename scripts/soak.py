@@ -56,7 +56,7 @@ from soak_report import (  # noqa: E402
 )
 
 if TYPE_CHECKING:  # the clients pull in the agent package (torch): imported when a soak runs, not for --help
-    from soak_client import DirectClient, Utterance
+    from soak_client import DirectClient, Said, Utterance
     from soak_livekit_client import LiveKitClient
 
     SoakClient = DirectClient | LiveKitClient
@@ -84,9 +84,14 @@ class Soak:
         # our speech onset -> the last agent audio frame to arrive after it, for each barge-in that
         # talked over a speaking agent: the stop latency a person on this end hears
         self.client_barge_in_ms: list[float] = []
-        # what we said, on this client's monotonic clock: {"turn", "text", "barging" (it talked over the
-        # reply before it), "onset", "speech_end", "sent_until"} - scripts/bench_duplex.py lines it up
-        self.spoken: list[dict[str, Any]] = []
+        self.said: list[tuple[int, bool, Said]] = []  # (turn, talked over the reply before it, what was said)
+
+    @property
+    def spoken(self) -> list[dict[str, Any]]:
+        """What we said, on this client's monotonic clock (its microphone's capture clock): {"turn",
+        "text", "barging", "onset", "speech_end", "sent_until"} - scripts/bench_duplex.py lines it up."""
+        return [{"turn": turn, "text": said.utt.text, "barging": barging, "onset": said.onset,
+                 "speech_end": said.speech_end, "sent_until": said.sent_until} for turn, barging, said in self.said]
 
     def turns(self) -> list[dict[str, Any]]:
         return [m.data for m in self.client.of_type("turn")]
@@ -106,21 +111,19 @@ class Soak:
                 await asyncio.sleep(self.rng.uniform(0.4, 1.2))  # a person's pause between turns
             self._progress(i, utt, barging)
             mark = len(c.messages)
-            ends_at = c.say(utt)
-            start = ends_at - utt.seconds
-            self.spoken.append({"turn": i, "text": utt.text, "barging": barging, "onset": start + utt.speech_onset_s,
-                                "speech_end": start + utt.speech_end_s, "sent_until": ends_at})
-            onset_at = start + utt.speech_onset_s if barging else None
+            said = c.say(utt)
+            self.said.append((i, barging, said))
+            talked_over = barging
             barging = i < len(self.utterances) and (i + 1) % self.barge_in_every == 0
             if barging:
                 barging = await self._reply_started(i, utt, mark)
                 if barging:
-                    self._client_v2v(ends_at)
+                    self._client_v2v(said)
                     await asyncio.sleep(BARGE_IN_AFTER_S)
             elif await self._reply_finished(i, utt):
-                self._client_v2v(ends_at)
-            if onset_at is not None:
-                self._client_barge_in(onset_at, ends_at)
+                self._client_v2v(said)
+            if talked_over:
+                self._client_barge_in(said)
 
     async def _reply_started(self, i: int, utt: Utterance, mark: int) -> bool:
         """Wait until the agent speaks its reply to utterance i (messages after index `mark`)."""
@@ -171,17 +174,18 @@ class Soak:
               f"{done}{len(self.failures)} failure(s) so far; saying {utt.text!r} ({utt.voice}, {utt.speed} wpm)",
               file=sys.stderr, flush=True)
 
-    def _client_v2v(self, spoken_until: float) -> None:
-        first = next((t for t in self.client.voiced_at if t > spoken_until), None)
+    def _client_v2v(self, said: Said) -> None:
+        """Our true end of speech -> the first agent audio that arrived after our last frame left."""
+        first = next((t for t in self.client.voiced_at if t > said.sent_until), None)
         if first is not None:
-            self.client_v2v_ms.append(round((first - spoken_until) * 1000, 1))
+            self.client_v2v_ms.append(round((first - said.speech_end) * 1000, 1))
 
-    def _client_barge_in(self, onset_at: float, spoken_until: float) -> None:
+    def _client_barge_in(self, said: Said) -> None:
         """Agent audio arriving between our onset and our end is the cut reply still playing (its
         next reply cannot start before we stop): the last such frame is when it went silent here."""
-        heard = [t for t in self.client.voiced_at if onset_at < t <= spoken_until]
+        heard = [t for t in self.client.voiced_at if said.onset < t <= said.sent_until]
         if heard:
-            self.client_barge_in_ms.append(round((heard[-1] - onset_at) * 1000, 1))
+            self.client_barge_in_ms.append(round((heard[-1] - said.onset) * 1000, 1))
 
     def _timeout(self, message: str) -> None:
         self.timeouts += 1

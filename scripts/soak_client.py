@@ -82,6 +82,44 @@ class Utterance:
         return float(voiced[-1] + 1) / RATE if voiced.size else self.seconds
 
 
+@dataclass
+class Said:
+    """One utterance as the client said it, on its monotonic clock.
+
+    A microphone hands a frame to the wire when the frame has been captured: the frame carrying an
+    utterance's first samples leaves `frame_s` after the first of them was "heard". So its capture
+    clock starts at `first_frame_at - frame_s`, and the speech onset and end are that plus where
+    they lie in the clip - what a person's mouth did, not when the client queued the clip."""
+
+    utt: Utterance
+    pushed_at: float  # when the client queued it
+    frame_s: float  # the microphone's frame duration
+    first_frame_at: float | None = None  # when the frame with its first samples left (set by the mic)
+
+    @property
+    def capture_start(self) -> float:
+        sent = self.first_frame_at if self.first_frame_at is not None else self.pushed_at
+        return sent - self.frame_s
+
+    @property
+    def onset(self) -> float:
+        return self.capture_start + self.utt.speech_onset_s
+
+    @property
+    def speech_end(self) -> float:
+        return self.capture_start + self.utt.speech_end_s
+
+    @property
+    def sent_until(self) -> float:
+        """Its last frame has left by then."""
+        return self.capture_start + self.utt.seconds + self.frame_s
+
+    @property
+    def wait_until(self) -> float:
+        """When the whole clip will have been sent, as known when it was queued (for waiting on)."""
+        return self.pushed_at + self.utt.seconds
+
+
 def make_utterances(n: int, workdir: Path) -> list[Utterance]:
     """n utterances cycling through sentences, voices and speeds (each WAV synthesized once)."""
     missing = [tool for tool in ("espeak-ng", "sox") if shutil.which(tool) is None]
@@ -168,13 +206,42 @@ class EventLog:
             self.voiced_at.append(time.monotonic())
 
 
+class Microphone(OutgoingAudioTrack):
+    """The direct client's microphone: the agent's paced track (a whole utterance queued at once goes
+    out in real time, 20 ms a packet, silence otherwise), telling each utterance when its first
+    frame left."""
+
+    FRAME_S = 0.02
+
+    def __init__(self) -> None:
+        super().__init__(max_queue_s=60.0)  # holds a whole utterance
+        self._waiting: list[Said] = []  # queued, first frame not sent yet
+        self._was_audio = False
+
+    def say(self, utt: Utterance) -> Said:
+        said = Said(utt, time.monotonic(), self.FRAME_S)
+        self._waiting.append(said)
+        self.push(rtc.AudioFrame(data=utt.pcm.tobytes(), sample_rate=RATE, num_channels=1,
+                                 samples_per_channel=len(utt.pcm)))
+        return said
+
+    async def recv(self) -> av.AudioFrame:
+        before = self.audio_frames_sent
+        frame = await super().recv()
+        is_audio = self.audio_frames_sent > before
+        if is_audio and not self._was_audio and self._waiting:
+            self._waiting.pop(0).first_frame_at = time.monotonic()
+        self._was_audio = is_audio
+        return frame
+
+
 class DirectClient(EventLog):
     """A browser stand-in: paced microphone out, agent audio in, the page-created events channel."""
 
     def __init__(self) -> None:
         super().__init__()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # host candidates only, no STUN lookup
-        self.mic = OutgoingAudioTrack(max_queue_s=60.0)  # holds a whole utterance; sends it in real time
+        self.mic = Microphone()
         self.answer: dict[str, Any] = {}
         self._consumer: asyncio.Task[None] | None = None
         self._channel: Any = None
@@ -226,18 +293,17 @@ class DirectClient(EventLog):
 
     # ---- talking -------------------------------------------------------------------------------
 
-    def say(self, utt: Utterance) -> float:
-        """Start speaking; returns when the utterance will have been sent completely (monotonic)."""
-        self.mic.push(rtc.AudioFrame(data=utt.pcm.tobytes(), sample_rate=RATE, num_channels=1,
-                                     samples_per_channel=len(utt.pcm)))
-        return time.monotonic() + utt.seconds
+    def say(self, utt: Utterance) -> Said:
+        """Start speaking (the first frame leaves at once: the microphone was silent)."""
+        return self.mic.say(utt)
 
     # ---- incoming ------------------------------------------------------------------------------
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
-            # hold one packet, as the agent does, not aiortc's four: a browser's jitter buffer adapts to
-            # a few ms on loopback, and what this client hears should not carry 80 ms a browser does not
+            # hold packets as the agent does (none), not aiortc's four: a browser's jitter buffer adapts
+            # to a few ms on loopback, and what this client hears should not carry 80 ms a browser does
+            # not (scripts/bench_duplex.py --browser hears through Chromium's own)
             set_track_prefetch(self.pc, track, DirectServerConfig.jitter_prefetch)
             self._consumer = asyncio.ensure_future(self._consume(track))
 

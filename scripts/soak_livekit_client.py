@@ -19,7 +19,7 @@ import aiohttp
 import numpy as np
 from livekit import rtc
 from prometheus_client.parser import text_string_to_metric_families
-from soak_client import RATE, EventLog, Utterance, poll_until
+from soak_client import RATE, EventLog, Said, Utterance, poll_until
 
 EVENTS_TOPIC = "agent-events"
 MIC_FRAME = RATE // 100  # 10 ms
@@ -31,7 +31,7 @@ class LiveKitClient(EventLog):
         self.metrics_url = metrics_url
         self.room = rtc.Room()
         self.source = rtc.AudioSource(RATE, 1)
-        self._speech: list[np.ndarray] = []  # utterances waiting to be "spoken", int16 at RATE
+        self._speech: list[tuple[Said, np.ndarray]] = []  # utterances being "spoken": what is left, int16 at RATE
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def open(self, _http: aiohttp.ClientSession, grant: dict[str, Any]) -> None:
@@ -55,11 +55,11 @@ class LiveKitClient(EventLog):
     async def leak_check(self, http: aiohttp.ClientSession, timeout_s: float) -> dict[str, Any]:
         return await metrics_leak_check(http, self.metrics_url, timeout_s)
 
-    def say(self, utt: Utterance) -> float:
-        """Start speaking; returns when the utterance will have been sent completely (monotonic)."""
-        queued = sum(len(pcm) for pcm in self._speech) / RATE
-        self._speech.append(utt.pcm)
-        return time.monotonic() + queued + utt.seconds
+    def say(self, utt: Utterance) -> Said:
+        """Start speaking with the microphone's next 10 ms frame."""
+        said = Said(utt, time.monotonic(), MIC_FRAME / RATE)
+        self._speech.append((said, utt.pcm))
+        return said
 
     # ---- outgoing ------------------------------------------------------------------------------
 
@@ -75,10 +75,12 @@ class LiveKitClient(EventLog):
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     def _next_chunk(self) -> np.ndarray:
-        head = self._speech[0]
+        said, head = self._speech[0]
+        if said.first_frame_at is None:
+            said.first_frame_at = time.monotonic()  # captured now: the frame is handed over next
         chunk, rest = head[:MIC_FRAME], head[MIC_FRAME:]
         if len(rest):
-            self._speech[0] = rest
+            self._speech[0] = (said, rest)
         else:
             self._speech.pop(0)
         if len(chunk) < MIC_FRAME:

@@ -652,6 +652,23 @@ write_chosen() {
 
 # ---- subcommands ------------------------------------------------------------------------------------
 
+# How the agent hears that a user's turn is over: the local Smart Turn model after a short pause
+# (installed on first use by scripts/install_turn_model.sh, 8.7 MB from PyPI), else VAD silence alone.
+choose_end_of_turn() {
+  local mode="${AGENT_END_OF_TURN:-auto}"
+  if [ "$mode" != vad ] && [ -z "${AGENT_TURN_MODEL:-}" ] &&
+     ! bash "$ROOT/scripts/install_turn_model.sh" 2>&1 | sed 's/^/[start_all]   /'; then
+    [ "$mode" = smart_turn ] && fail "AGENT_END_OF_TURN=smart_turn but the Smart Turn model could not be installed (above)" \
+      "make PyPI reachable and run bash scripts/install_turn_model.sh, or set AGENT_END_OF_TURN=vad"
+    warn "the Smart Turn model could not be installed (above): turns end on VAD silence alone"
+  fi
+  if [ "$mode" != vad ] && [ -s "${AGENT_TURN_MODEL:-$(bash "$ROOT/scripts/install_turn_model.sh" --path)}" ]; then
+    say "end of turn: Smart Turn v3.2 (local) judges each pause of 0.2 s; AGENT_END_OF_TURN=vad for VAD silence alone"
+  else
+    say "end of turn: VAD silence (0.35 s)"
+  fi
+}
+
 cmd_start() {
   mkdir -p "$PID_DIR" "$LOG_DIR"
   if all_healthy quiet; then
@@ -694,6 +711,7 @@ cmd_start() {
   fi
   choose_omni
   choose_tts
+  choose_end_of_turn
   choose_reply_length
   choose_request_timeout
   # fail fast: every port this run needs, before anything starts

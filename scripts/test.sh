@@ -26,6 +26,8 @@ ensure_venv "$VENV" dev
 # The real LiveKit server the LiveKit-mode tests run against (.tools/bin; a no-op once installed).
 # Without it those tests fail, each with the installer's message; the rest still run.
 bash scripts/install_livekit.sh || echo "[test.sh] the LiveKit server could not be installed (above): LiveKit tests will fail" >&2
+# The agent's local end-of-turn model (.tools/smart-turn; the turn-model tests need it)
+bash scripts/install_turn_model.sh || echo "[test.sh] the Smart Turn model could not be installed (above): its tests will fail" >&2
 echo "[test.sh] ruff"
 "$VENV/bin/ruff" check .
 echo "[test.sh] mypy"

@@ -394,3 +394,36 @@ class FakeOmniThread:
     def __exit__(self, *exc: object) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the fake on its own, for benchmarks of the rest of the system (docs/benchmarks.md):
+
+        .venv/bin/python tests/fake_omni.py --port 8091 &
+        OMNI_BASE_URL=http://127.0.0.1:8091/v1 scripts/start_all.sh start
+
+    It transcribes every utterance as the next of a few fixed sentences and answers each with --reply,
+    at once (zero model time: what is left is the rest of the system)."""
+    import argparse
+    import itertools
+
+    ap = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--port", type=int, default=8091)
+    ap.add_argument("--reply", default="Sure thing.", help="the LLM's answer to every turn")
+    args = ap.parse_args(argv)
+    sentences = itertools.cycle(("Tell me about the weather today.", "What time is it in Paris?",
+                                 "Can you help me cook dinner?"))
+    fake = FakeOmni(transcripts=lambda _wav: next(sentences), reply=lambda _messages: args.reply)
+
+    async def serve() -> None:
+        print(f"fake Omni at {await fake.start(args.port)}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

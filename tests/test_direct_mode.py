@@ -179,8 +179,8 @@ async def test_one_turn_over_webrtc(engine, vad, speech, tmp_path):
         assert turn["voice_to_voice_ms"] is not None and turn["voice_to_voice_ms"] > 0
         async with http.get(f"{server.base}/healthz") as health:
             assert (await health.json())["peers"] == 1
-        (peer,) = server.direct.peers.values()  # the user's audio is held 1 packet, not aiortc's 4 (80 ms more)
-        assert [audio_prefetch(r) for r in peer.pc.getReceivers()] == [1]
+        (peer,) = server.direct.peers.values()  # the user's audio is passed on as it arrives, not held 4 packets
+        assert [audio_prefetch(r) for r in peer.pc.getReceivers()] == [0]
         async with http.get(f"{server.base}/metrics") as scrape:  # what Prometheus sees of this turn
             metrics = await scrape.text()
         assert "agent_turns_total 1.0" in metrics
@@ -306,7 +306,8 @@ async def test_barge_in_silences_the_wire(engine, vad, speech, tmp_path):
         await wait_for(lambda: client.of_type("barge_in"), 10, "the barge-in")
         cut_at = time.monotonic()
         peer = next(iter(server.direct.peers.values()))
-        assert peer.track.clears >= 1, "the queued audio was dropped from the track"
+        # nothing of the cut reply waits in the track (it sends each frame as it comes, and a cut clears it)
+        assert peer.track.queued_seconds == 0, "the cut reply's audio is still queued on the track"
         await asyncio.sleep(0.6)  # still inside the user's speech: no reply can have started yet
         late = [t for t in voiced_at if cut_at + 0.25 < t < cut_at + 0.6]
         assert late == [], f"{len(late)} voiced frames reached the client after the barge-in"
@@ -387,6 +388,33 @@ async def test_outgoing_track_queue_is_short_and_clear_is_immediate():
     track.stop()
 
 
+async def test_outgoing_track_sends_audio_after_silence_at_once_and_without_gaps():
+    track = OutgoingAudioTrack()
+    await track.recv()  # the wire is silent; the next tick is 20 ms away
+    pending = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.004)
+    pushed_at = time.monotonic()
+    track.push(frame_24k(value=1000))
+    first = await pending
+    assert time.monotonic() - pushed_at < 0.012  # not held for the tick (nor for a whole frame)
+    pcm = first.to_ndarray().reshape(-1)
+    assert pcm[-100:].all() and not pcm[:8].any()  # the resampler's delay is padding at the front
+
+    async def speak(frames: int) -> None:  # PacedAudioOutput's rhythm: a 20 ms frame every 20 ms
+        start = time.monotonic()
+        for k in range(1, frames):
+            await asyncio.sleep(max(0.0, start + k * 0.02 - time.monotonic()))
+            track.push(frame_24k(value=1000))
+
+    speaker = asyncio.ensure_future(speak(25))
+    sent = [first] + [await track.recv() for _ in range(30)]
+    await speaker
+    voiced = [not is_silent(f) for f in sent]
+    assert sum(voiced) >= 25 and voiced.index(False) >= 25  # one run: no silent frame inside it
+    assert [f.pts for f in sent] == [960 * (k + 1) for k in range(31)]
+    track.stop()
+
+
 def test_candidate_filter_keeps_only_reachable_udp_candidates():
     sdp = "\r\n".join([
         "v=0", "m=audio 9 UDP/TLS/RTP/SAVPF 111",
@@ -417,7 +445,7 @@ def test_configure_ice_overrides_and_restores_aioice():
 
 def test_jitter_prefetch_comes_from_the_environment_and_is_bounded():
     keys = {"LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s" * 32}
-    assert DirectServerConfig.from_env(keys).jitter_prefetch == 1
+    assert DirectServerConfig.from_env(keys).jitter_prefetch == 0
     assert DirectServerConfig.from_env({**keys, "DIRECT_JITTER_PREFETCH": "4"}).jitter_prefetch == 4
     with pytest.raises(ValueError, match="DIRECT_JITTER_PREFETCH"):
         DirectServerConfig.from_env({**keys, "DIRECT_JITTER_PREFETCH": "9"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -49,6 +50,53 @@ async def test_gate_forgets_playback_after_its_window_and_can_be_disabled():
     off = EchoGate(_Mic([_frame(0.02)]), EchoGateConfig(enabled=False))
     off.observe_played(_frame(0.5, rate=24000))
     assert frame_rms(await off.__anext__()) > 0
+
+
+async def _feed_while_playing(gate: EchoGate, played: float, heard: float, frames: int) -> list[float]:
+    """The agent plays at `played` while the mic hears `heard`, frame by frame; the levels passed on."""
+    out = []
+    for _ in range(frames):
+        gate.observe_played(_frame(played, rate=24000))
+        out.append(frame_rms(await gate.__anext__()))
+    return out
+
+
+async def test_gate_ratio_follows_the_measured_echo_return():
+    cfg = EchoGateConfig(min_ratio=0.1, min_samples=25)
+    quiet_room = EchoGate(_Mic([_frame(0.0)] * 30 + [_frame(0.02)]), cfg)
+    assert quiet_room.ratio == 0.1  # nothing measured yet: the configured ratio
+    await _feed_while_playing(quiet_room, 0.5, 0.0, 30)  # no echo comes back (browser AEC, headphones)
+    assert quiet_room.ratio == cfg.floor_ratio
+    # now a soft first syllable at 0.04 x the agent's level is heard, not eaten as echo
+    assert await _feed_while_playing(quiet_room, 0.5, 0.02, 1) == [pytest.approx(0.02, rel=0.05)]
+
+    echoing = EchoGate(_Mic([_frame(0.05)] * 30 + [_frame(0.08), _frame(0.3)]), cfg)
+    passed = await _feed_while_playing(echoing, 0.5, 0.05, 30)  # echo returns at 0.1 of the played level
+    assert echoing.ratio == pytest.approx(0.2, rel=0.05) and not any(passed)  # gated throughout, 6 dB above
+    echo_peak, user = await _feed_while_playing(echoing, 0.5, 0.0, 2)
+    assert echo_peak == 0.0 and user == pytest.approx(0.3, rel=0.05)
+
+    # a user talking over the agent is measured too, but does not move the ratio: their next words
+    # after the cut are not taken for echo
+    barge = EchoGate(_Mic([_frame(0.0)] * 30 + [_frame(0.3)] * 4 + [_frame(0.05)]), cfg)
+    await _feed_while_playing(barge, 0.5, 0.0, 34)
+    assert barge.ratio == cfg.floor_ratio
+    assert await _feed_while_playing(barge, 0.5, 0.0, 1) == [pytest.approx(0.05, rel=0.05)]
+
+    loud = EchoGate(_Mic([_frame(0.4)] * 30), replace(cfg, min_ratio=0.5))
+    await _feed_while_playing(loud, 0.5, 0.4, 30)
+    assert loud.ratio == cfg.max_ratio  # a user is never asked to be louder than half the agent
+
+    # echo that gets louder (the volume turned up a notch, under 2x the gate): the estimate climbs with it
+    rising = EchoGate(_Mic([_frame(0.01)] * 30 + [_frame(0.018)] * 300), cfg)
+    await _feed_while_playing(rising, 0.5, 0.0, 30)
+    assert rising.ratio == pytest.approx(0.04, rel=0.05)
+    assert not any(await _feed_while_playing(rising, 0.5, 0.0, 300))  # gated throughout
+    assert rising.ratio == pytest.approx(0.072, rel=0.05)
+
+    fixed = EchoGate(_Mic([_frame(0.0)] * 30), EchoGateConfig(min_ratio=0.1, adaptive=False))
+    await _feed_while_playing(fixed, 0.5, 0.0, 30)
+    assert fixed.ratio == 0.1
 
 
 def test_tracer_accepts_stt_before_the_sessions_vad_end(tmp_path):
@@ -168,14 +216,16 @@ def test_voice_to_voice_counts_from_the_true_end_of_speech_and_reports_the_endpo
     tracer.user_speech_ended(ended_at=100.0)  # detected at 100.5: 500 ms of endpointing
     clock[0] = 101.0
     tracer.stt_finished(400.0, "hello")  # sent at 100.6
+    clock[0] = 101.05  # the end-of-turn wait after the transcript (livekit's endpointing delay)
     tracer.llm_started()
     rec = _reply(tracer, clock, 101.3, (101.35, 101.6), 102.0)
-    assert rec["endpointing_ms"] == 500.0
+    assert rec["endpointing_ms"] == 550.0  # the VAD's 500 ms of silence + the 50 ms wait: deciding, not modelling
     assert rec["voice_to_voice_ms"] == 2000.0  # from 100.0, not from the detection at 100.5
     assert rec["vad_to_stt_ms"] == 1000.0 and rec["pipeline_overhead_ms"] >= 0
     # the same moments as monotonic stamps, for a client on this host to line up with its own
     assert rec["clock"] == {"speech_end": 100.0, "vad_end": 100.5, "stt_started": 100.6, "stt_done": 101.0,
-                            "llm_first_token": 101.3, "tts_first_audio": 101.6, "published": 102.0}
+                            "llm_started": 101.05, "llm_first_token": 101.3, "tts_first_audio": 101.6,
+                            "published": 102.0}
 
 
 def test_a_turn_without_the_sessions_vad_end_has_no_endpointing_figure(monkeypatch):

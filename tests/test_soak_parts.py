@@ -83,14 +83,18 @@ async def test_metrics_leak_check_without_metrics_says_how_to_get_them():
 async def test_livekit_microphone_sends_speech_in_10ms_frames_then_silence():
     client = LiveKitClient("http://127.0.0.1:9/metrics")
     pcm = (np.arange(int(RATE * 0.025)) % 100).astype(np.int16) + 1  # 25 ms: two full frames and a half
-    ends = client.say(Utterance("hi", "en-us", 150, pcm))
+    first = client.say(Utterance("hi", "en-us", 150, pcm))
     second = client.say(Utterance("again", "en-us", 150, pcm))
-    assert second - ends == pytest.approx(0.025, abs=0.01)  # queued behind the first utterance
     chunks = [client._next_chunk() for _ in range(3)]
     assert all(len(c) == MIC_FRAME for c in chunks)
     assert np.array_equal(np.concatenate(chunks)[: len(pcm)], pcm)
     assert not chunks[2][len(pcm) - 2 * MIC_FRAME:].any()  # the last partial frame is padded with silence
-    assert len(client._speech) == 1  # the second utterance is next
+    assert len(client._speech) == 1  # the second utterance is next: queued behind the first, not started
+    assert first.first_frame_at is not None and second.first_frame_at is None
+    # the capture clock of what was said starts one mic frame before its first frame left
+    assert first.capture_start == pytest.approx(first.first_frame_at - MIC_FRAME / RATE)
+    client._next_chunk()
+    assert second.first_frame_at is not None and second.first_frame_at >= first.first_frame_at
     await client.room.disconnect()
 
 
@@ -153,10 +157,10 @@ def test_bench_duplex_lines_up_the_agents_stamps_with_what_the_client_said_and_h
     spoken = [{"turn": 1, "text": "a", "barging": False, "onset": 10.0, "speech_end": 11.0, "sent_until": 11.3},
               {"turn": 2, "text": "b", "barging": True, "onset": 14.0, "speech_end": 15.0, "sent_until": 15.3}]
     records = [
-        {"turn_id": 1, "interrupted": True,
-         "clock": {"speech_end": 11.02, "vad_end": 11.4, "stt_done": 11.5, "llm_first_token": 11.55,
-                   "tts_first_audio": 11.6, "published": 11.61, "barge_in_onset": 14.1,
-                   "barge_in_detected": 14.16, "barge_in_cut": 14.161, "barge_in_silent": 14.17}},
+        {"turn_id": 1, "interrupted": True, "stt_ms": 90.0, "llm_ttft_ms": 40.0, "tts_ttfa_ms": 45.0,
+         "clock": {"speech_end": 11.02, "vad_end": 11.4, "stt_done": 11.5, "llm_started": 11.51, "llm_first_token": 11.55,
+                   "tts_first_audio": 11.6, "published": 11.61, "barge_in_onset": 14.1, "barge_in_paused": 14.13,
+                   "barge_in_detected": 14.16, "barge_in_cut": 14.161, "barge_in_silent": 14.14}},
         {"turn_id": 2, "interrupted": False,
          "clock": {"speech_end": 15.05, "vad_end": 15.4, "stt_done": 15.45, "llm_first_token": 15.5,
                    "tts_first_audio": 15.55, "published": 15.56}},
@@ -166,11 +170,15 @@ def test_bench_duplex_lines_up_the_agents_stamps_with_what_the_client_said_and_h
     result = analyse(spoken, records, heard)
     (barge,) = result["barge_ins"]
     assert barge["matched_turn_id"] == 1 and barge["agent_was_audible"]
-    assert (barge["agent_onset"], barge["vad_detected"], barge["cut"], barge["agent_silent"]) == (100.0, 160.0, 161.0,
-                                                                                               170.0)
+    assert (barge["agent_onset"], barge["paused"], barge["vad_detected"], barge["cut"], barge["agent_silent"]) == (
+        100.0, 130.0, 160.0, 161.0, 140.0)
     assert 230 <= barge["heard_silent"] <= 250
     first, second = result["turns"]
     assert first["end_of_speech"] == 400.0 and first["published"] == 610.0 and first["heard"] == 700.0
+    # deciding the turn was over: the VAD's 400 ms + 10 ms after the transcript; models 175 ms; the rest 115
+    assert (first["endpointing_wait"], first["model_time"], first["beyond_endpointing_and_models"]) == (410.0, 175.0,
+                                                                                                        115.0)
+    assert second["endpointing_wait"] is None  # its record names no model times: not guessed
     assert second["matched_turn_id"] == 2 and second["heard"] == 650.0
     assert result["barge_in_stages_ms"]["heard_silent"]["n"] == 1 and result["turns_counted"] == 2
     plot(result, tmp_path / "timeline.png", "test")

@@ -6,7 +6,11 @@
 const $ = (id) => document.getElementById(id);
 // Observable state: the browser tests read window.S; people read the page.
 const S = (window.S = { conn: "idle", mode: null, errors: [], transcripts: [], turns: [], agentState: "idle",
-                        agentRmsMax: 0, agentRms: [], micRmsMax: 0, sessionId: null });
+                        agentRmsMax: 0, agentRms: [], micRmsMax: 0, sessionId: null,
+                        // what this page hears, on the host's wall clock in ms (performance.timeOrigin +
+                        // now()): [t, rms] every ~5 ms of the microphone and of the agent's audio, for
+                        // measuring latency where the person is (scripts/bench_duplex.py --browser)
+                        levels: { mic: [], agent: [] }, heard: { v2v: null, stop: null }, jitterBufferMs: null });
 let call = null; // {close()} of the live call
 
 function showError(message) {
@@ -59,19 +63,61 @@ function onAgentEvent(ev) {
 }
 
 // Level meters; the remote stream must also sit on a media element for Chromium to route it to WebAudio.
-function meter(stream, element, onLevel) {
+// Each reads the last 256 samples (5.3 ms at 48 kHz) every 5 ms into `levels`; the meter shows them.
+const LEVEL_MS = 5, LEVELS_KEPT = 120000;  // ten minutes of each timeline
+function meter(stream, element, levels, onLevel) {
   const ctx = new AudioContext();
   ctx.resume();
   const analyser = ctx.createAnalyser();
+  analyser.fftSize = 256;
   ctx.createMediaStreamSource(stream).connect(analyser);
   const buf = new Float32Array(analyser.fftSize);
+  let shown = 0;
   const timer = setInterval(() => {
     analyser.getFloatTimeDomainData(buf);
     const rms = Math.sqrt(buf.reduce((s, v) => s + v * v, 0) / buf.length);
-    element.value = rms;
-    onLevel(rms);
-  }, 50);
+    const now = performance.timeOrigin + performance.now();
+    levels.push([now, rms]);
+    if (levels.length > LEVELS_KEPT) levels.splice(0, levels.length - LEVELS_KEPT);
+    if (now - shown > 50) { element.value = rms; shown = now; }
+    onLevel(rms, now);
+  }, LEVEL_MS);
   return () => { clearInterval(timer); ctx.close(); };
+}
+
+// Latency as heard here, from the two timelines: the user's speech end (the mic quiet for
+// QUIET_MS) -> the agent's next audio; and the user's onset over the agent -> the agent's last audio.
+const VOICED = 0.01, QUIET_MS = 300;
+const listener = { micOn: false, micLastLoud: 0, agentLastLoud: 0, waitingReply: null, bargeAt: null };
+function onMicLevel(rms, now) {
+  S.micRmsMax = Math.max(S.micRmsMax, rms);
+  const L = listener;
+  if (rms > VOICED) {
+    if (!L.micOn && now - L.agentLastLoud < 40) L.bargeAt = now;  // talking over the agent
+    L.micOn = true;
+    L.micLastLoud = now;
+    L.waitingReply = null;
+  } else if (L.micOn && now - L.micLastLoud > QUIET_MS) {
+    L.micOn = false;
+    L.waitingReply = L.micLastLoud;
+  }
+}
+function onAgentLevel(rms, now) {
+  const L = listener;
+  if (rms > VOICED) {
+    L.agentLastLoud = now;
+    if (L.waitingReply !== null) { showHeard("v2v", now - L.waitingReply); L.waitingReply = null; }
+  } else if (L.bargeAt !== null && now - L.agentLastLoud > 100) {
+    showHeard("stop", L.agentLastLoud - L.bargeAt);
+    L.bargeAt = null;
+  }
+}
+function showHeard(kind, ms) {
+  if (kind) S.heard[kind] = ms;
+  const fmt = (v) => (v === null || v === undefined ? "-" : Math.round(v) + " ms");
+  $("heard").textContent = `heard here: last reply ${fmt(S.heard.v2v)} after you stopped; ` +
+    `last cut-in silenced the agent ${fmt(S.heard.stop)} after you began; ` +
+    `this browser's jitter buffer holds ${fmt(S.jitterBufferMs)}`;
 }
 
 async function getToken() {
@@ -95,14 +141,40 @@ async function getMicrophone() {
   }
 }
 
+// Ask the browser's jitter buffer to hold as little of the agent's audio as it safely can: its own
+// default target costs every reply and every cut-in tens of ms more on loopback and on a LAN (it still
+// grows by itself when the network jitters). Chromium's RTCRtpReceiver.jitterBufferTarget, in ms.
+const JITTER_TARGET_MS = 0;
+function lowLatency(receiver) {
+  if (!receiver || !receiver.track || receiver.track.kind !== "audio") return () => {};
+  if ("jitterBufferTarget" in receiver) {
+    try { receiver.jitterBufferTarget = JITTER_TARGET_MS; } catch (e) { /* not supported: the default stays */ }
+  }
+  // what the jitter buffer really holds (the browser's own stats, averaged over the last 2 s)
+  let last = null;
+  const timer = setInterval(async () => {
+    const stats = await receiver.getStats().catch(() => null);
+    stats && stats.forEach((s) => {
+      if (s.type !== "inbound-rtp" || s.kind !== "audio" || !s.jitterBufferEmittedCount) return;
+      if (last && s.jitterBufferEmittedCount > last.count) {
+        S.jitterBufferMs = (1000 * (s.jitterBufferDelay - last.delay)) / (s.jitterBufferEmittedCount - last.count);
+        showHeard(null, 0);
+      }
+      last = { delay: s.jitterBufferDelay, count: s.jitterBufferEmittedCount };
+    });
+  }, 2000);
+  return () => clearInterval(timer);
+}
+
 function playAgent(stream) {
   const audio = $("agent-audio");
   audio.srcObject = stream;
   audio.play().catch(() => {});
-  return meter(stream, $("agent-level"), (rms) => {
+  return meter(stream, $("agent-level"), S.levels.agent, (rms, now) => {
     S.agentRmsMax = Math.max(S.agentRmsMax, rms);
     S.agentRms.push([performance.now(), rms]);
-    if (S.agentRms.length > 4000) S.agentRms.shift();
+    if (S.agentRms.length > 40000) S.agentRms.shift();
+    onAgentLevel(rms, now);
   });
 }
 
@@ -112,7 +184,10 @@ async function connectDirect(tok, mic) {
   mic.getTracks().forEach((t) => pc.addTrack(t, mic));
   const channel = pc.createDataChannel("agent-events", { ordered: true });
   channel.onmessage = (m) => onAgentEvent(JSON.parse(m.data));
-  pc.ontrack = (e) => stops.push(playAgent(e.streams[0] || new MediaStream([e.track])));
+  pc.ontrack = (e) => {
+    stops.push(lowLatency(e.receiver));
+    stops.push(playAgent(e.streams[0] || new MediaStream([e.track])));
+  };
   pc.onconnectionstatechange = () => {
     if (pc.connectionState === "connected") setStatus("connected");
     if (["failed", "disconnected", "closed"].includes(pc.connectionState) && call) showError("call dropped");
@@ -152,7 +227,9 @@ async function connectLiveKit(tok, mic) {
   const room = new LK.Room();
   const stops = [];
   room.on(LK.RoomEvent.TrackSubscribed, (track) => {
-    if (track.kind === "audio") stops.push(playAgent(new MediaStream([track.mediaStreamTrack])));
+    if (track.kind !== "audio") return;
+    stops.push(lowLatency(track.receiver));
+    stops.push(playAgent(new MediaStream([track.mediaStreamTrack])));
   });
   room.on(LK.RoomEvent.DataReceived, (payload, participant, kind, topic) => {
     if (topic === "agent-events") onAgentEvent(JSON.parse(new TextDecoder().decode(payload)));
@@ -179,7 +256,7 @@ async function connect() {
     S.mode = tok.mode;
     $("mode").textContent = "mode: " + tok.mode;
     const mic = await getMicrophone();
-    const stopMic = meter(mic, $("mic-level"), (rms) => { S.micRmsMax = Math.max(S.micRmsMax, rms); });
+    const stopMic = meter(mic, $("mic-level"), S.levels.mic, onMicLevel);
     const inner = await (tok.mode === "livekit" ? connectLiveKit(tok, mic) : connectDirect(tok, mic));
     call = { close() { inner.close(); stopMic(); mic.getTracks().forEach((t) => t.stop()); } };
     $("disconnect").disabled = false;

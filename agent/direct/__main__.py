@@ -32,11 +32,11 @@ def main() -> None:
     except ValueError as exc:
         sys.exit(f"agent.direct: configuration error: {exc}")
     resources = SharedResources(agent_cfg, engine_cfg)  # one engine and one VAD for every peer
-    engine, vad = resources.engine, resources.vad
+    engine, vad, turn_model = resources.engine, resources.vad, resources.turn_model
     # a dead engine: stop serving (peers get their "bye"), then exit non-zero for the supervisor
     watch = EngineWatch(lambda: engine.running, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
     try:
-        app = make_app(cfg, agent_cfg, engine, vad)
+        app = make_app(cfg, agent_cfg, engine, vad, turn_model)
         print(f"direct mode: offers to http://{cfg.host}:{cfg.port}/api/offer "
               f"(ICE on {', '.join(cfg.ice_host_addresses)}; pages from {', '.join(cfg.allowed_origins)})",
               flush=True)

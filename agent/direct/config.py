@@ -31,8 +31,8 @@ class DirectServerConfig:
     offer_rate_per_min: float = 30.0
     offer_rate_burst: int = 10
     # packets aiortc's receiver holds before it hands the user's audio on (agent/direct/jitter.py):
-    # aiortc's own 4 cost 80 ms on every barge-in and turn; 1 suits loopback and LANs
-    jitter_prefetch: int = 1
+    # aiortc's own 4 cost 80 ms on every barge-in and turn; 0 (none) suits loopback and LANs
+    jitter_prefetch: int = 0
 
     def __post_init__(self) -> None:
         if not self.api_key or not self.api_secret:

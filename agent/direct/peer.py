@@ -26,6 +26,7 @@ from ..audio_output import PacedAudioOutput, silence_transport_on_cut
 from ..config import AgentConfig
 from ..metrics import AgentMetrics
 from ..pipeline import VoicePipeline
+from ..turn_end import SmartTurnModel
 from .config import DirectServerConfig
 from .events import EventChannel
 from .jitter import set_track_prefetch
@@ -40,7 +41,8 @@ _WATCH_INTERVAL_S = 0.5
 class DirectPeer:
     def __init__(self, peer_id: str, *, engine: TTSEngine, vad: lk_vad.VAD, agent_cfg: AgentConfig,
                  cfg: DirectServerConfig, session_id: str, identity: str,
-                 on_closed: Callable[[DirectPeer], None] | None = None, metrics: AgentMetrics | None = None) -> None:
+                 on_closed: Callable[[DirectPeer], None] | None = None, metrics: AgentMetrics | None = None,
+                 turn_model: SmartTurnModel | None = None) -> None:
         self.peer_id = peer_id
         self.identity = identity
         self.cfg = cfg
@@ -57,7 +59,8 @@ class DirectPeer:
         on_event = metrics.observer(session_id, then=self.events.send) if metrics is not None else self.events.send
         if metrics is not None:
             metrics.session_started(session_id)
-        self.pipeline = VoicePipeline(engine, agent_cfg, vad, session_id=session_id, on_event=on_event)
+        self.pipeline = VoicePipeline(engine, agent_cfg, vad, session_id=session_id, on_event=on_event,
+                                      turn_model=turn_model)
         self.audio_in: WebRTCAudioInput | None = None
         self._test_voice = engine.is_test_voice  # random weights: the page warns that the voice is noise
         self.created_at = time.monotonic()

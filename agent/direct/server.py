@@ -29,6 +29,7 @@ from tts_engine import TTSEngine
 
 from ..config import AgentConfig
 from ..metrics import AgentMetrics
+from ..turn_end import SmartTurnModel
 from .config import DirectServerConfig
 from .ice import configure_ice, filter_candidates
 from .offer_check import OfferRejected, check_offer_sdp
@@ -53,11 +54,13 @@ def _error(status: int, code: str, message: str, **headers: str) -> web.Response
 class DirectServer:
     """The registry of live peers and the HTTP handlers; one per process."""
 
-    def __init__(self, cfg: DirectServerConfig, agent_cfg: AgentConfig, engine: TTSEngine, vad: lk_vad.VAD) -> None:
+    def __init__(self, cfg: DirectServerConfig, agent_cfg: AgentConfig, engine: TTSEngine, vad: lk_vad.VAD,
+                 turn_model: SmartTurnModel | None = None) -> None:
         self.cfg = cfg
         self.agent_cfg = agent_cfg
         self.engine = engine
         self.vad = vad
+        self.turn_model = turn_model
         self.peers: dict[str, DirectPeer] = {}
         self.metrics = AgentMetrics()  # GET /metrics: per-stage latency, sessions, engine load, underruns
         self.metrics.register_engine(engine.stats, engine.load)
@@ -117,7 +120,7 @@ class DirectServer:
         room = claims["video"]["room"]
         peer = DirectPeer(peer_id, engine=self.engine, vad=self.vad, agent_cfg=self.agent_cfg, cfg=self.cfg,
                           session_id=f"{room}-{peer_id}", identity=claims["sub"], on_closed=self._forget,
-                          metrics=self.metrics)
+                          metrics=self.metrics, turn_model=self.turn_model)
         self.peers[peer_id] = peer  # counted against max_peers while the answer is being made
         try:
             answer = await peer.accept(offer)
@@ -213,9 +216,10 @@ def _cors_middleware(allowed: tuple[str, ...]) -> Any:
 SERVER_KEY = web.AppKey("direct_server", DirectServer)
 
 
-def make_app(cfg: DirectServerConfig, agent_cfg: AgentConfig, engine: TTSEngine, vad: lk_vad.VAD) -> web.Application:
+def make_app(cfg: DirectServerConfig, agent_cfg: AgentConfig, engine: TTSEngine, vad: lk_vad.VAD,
+             turn_model: SmartTurnModel | None = None) -> web.Application:
     """The signalling app; `app[SERVER_KEY]` is the DirectServer (its `peers` are the live calls)."""
-    server = DirectServer(cfg, agent_cfg, engine, vad)
+    server = DirectServer(cfg, agent_cfg, engine, vad, turn_model)
     app = web.Application(middlewares=[unexpected_errors(_error), _cors_middleware(cfg.allowed_origins)],
                           client_max_size=cfg.max_offer_bytes)
     app[SERVER_KEY] = server

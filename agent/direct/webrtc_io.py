@@ -6,11 +6,15 @@ any rate/layout is accepted) into the 16 kHz mono 20 ms frames the session's VAD
 `OutgoingAudioTrack` is what aiortc's RTP sender pulls from. It paces itself: aiortc sends every
 frame `recv()` returns at once, so the track is the clock of the wire (20 ms frames, 48 kHz mono
 s16, monotonic pts). Agent audio arrives already paced in real time from `PacedAudioOutput`
-(`on_play` -> `push`), so the track only bridges the phase between the two 20 ms clocks:
+(`on_play` -> `push`), so the track only has to keep in step with that clock:
 
-    latency added by the track = 20-40 ms (at most ~1.9 frames queued in steady state:
-    the resampler's 0.7 ms delay + up to one frame waiting for the next 20 ms tick + at most one
-    frame of priming at the start of each utterance).
+- while the wire carries silence, audio that arrives goes out AT ONCE (the track's clock is
+  re-anchored on it, instead of the listener waiting up to 20 ms for the next tick), the first
+  frame padded at its front by the resampler's 16-sample delay instead of waiting a whole tick
+  for a full frame;
+- during an utterance a tick that finds less than a frame queued waits up to `LATE_PUSH_GRACE_S`
+  for the push that is due (the event loop may wake a few ms late) rather than send a gap;
+- the latency it adds is therefore the phase jitter of two clocks ticking together, a few ms.
 
 `clear()` drops what is queued, so a barge-in is silence on the wire from the next frame on.
 """
@@ -37,6 +41,9 @@ _TIME_BASE = fractions.Fraction(1, WIRE_RATE)
 # A loop stall longer than this re-anchors the clock instead of bursting the backlog onto the wire
 # (the receiver's jitter buffer absorbs smaller catch-ups).
 _STALL_S = 0.1
+# Mid-utterance, a tick may wait this long for a push that is a little late (half a frame: beyond
+# that the frame goes out as silence and the queue keeps a frame of slack from then on).
+LATE_PUSH_GRACE_S = 0.01
 
 
 def _av_frame(pcm: np.ndarray, rate: int) -> av.AudioFrame:
@@ -142,6 +149,8 @@ class OutgoingAudioTrack(MediaStreamTrack):
         self._last_push_at = 0.0
         self._t0: float | None = None
         self._pts = 0
+        self._sending_audio = False  # the last frame sent carried audio (else the wire is silent)
+        self._arrived: asyncio.Event | None = None  # set by push; made inside the running loop
         self.frames_sent = 0
         self.audio_frames_sent = 0  # frames carrying agent audio (the rest are silence)
         self.dropped_samples = 0  # overflow: a stall upstream burst more than max_queue_s at us
@@ -160,6 +169,8 @@ class OutgoingAudioTrack(MediaStreamTrack):
             pcm = self._resampler.push(_av_frame(pcm, frame.sample_rate))
         self._append(pcm)
         self._last_push_at = time.monotonic()
+        if self._arrived is not None:
+            self._arrived.set()
 
     def clear(self) -> None:
         """Drop queued audio now (barge-in): the next frame on the wire is silence."""
@@ -172,6 +183,8 @@ class OutgoingAudioTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        if self._arrived is None:
+            self._arrived = asyncio.Event()
         now = time.monotonic()
         if self._t0 is None:
             self._t0 = now
@@ -182,12 +195,31 @@ class OutgoingAudioTrack(MediaStreamTrack):
                 logger.debug("outgoing track %.0f ms late; re-anchoring its clock", (now - due) * 1000)
                 self._t0 = now - self._pts / WIRE_RATE
             elif due > now:  # absolute deadlines: late wake-ups do not add up to drift
-                await asyncio.sleep(due - now)
+                if not self._sending_audio and not self._queued and await self._audio_within(due - now):
+                    self._t0 = time.monotonic() - self._pts / WIRE_RATE  # audio after silence: now is this tick
+                else:
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if self._sending_audio and self._queued < WIRE_SAMPLES and self._talking():
+                await self._audio_within(LATE_PUSH_GRACE_S)  # the push due now may be a little late
         frame = _av_frame(self._take(), WIRE_RATE)
         frame.pts = self._pts
         frame.time_base = _TIME_BASE
         self.frames_sent += 1
         return frame
+
+    async def _audio_within(self, timeout: float) -> bool:
+        """Wait up to `timeout` for a push; True if one came."""
+        assert self._arrived is not None
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _talking(self) -> bool:
+        """An utterance is being pushed: the last push is less than `end_gap_s` old."""
+        return time.monotonic() - self._last_push_at <= self.end_gap_s
 
     def _append(self, pcm: np.ndarray) -> None:
         if pcm.size == 0:
@@ -201,14 +233,22 @@ class OutgoingAudioTrack(MediaStreamTrack):
             logger.debug("outgoing track overflow: dropped %d samples", excess)
 
     def _take(self) -> np.ndarray:
-        if self._queued < WIRE_SAMPLES:
-            ended = self._queued > 0 and time.monotonic() - self._last_push_at > self.end_gap_s
-            if not ended:  # nothing to send, or priming: wait for a whole frame
-                return np.zeros(WIRE_SAMPLES, np.int16)
-            self._append(self._resampler.flush())
+        if self._sending_audio and not self._talking():
+            self._append(self._resampler.flush())  # the utterance ended: the resampler's tail goes too
         out = np.zeros(WIRE_SAMPLES, np.int16)
-        n = min(WIRE_SAMPLES, self._queued)
-        out[:n] = self._pop(n)
+        if self._queued >= WIRE_SAMPLES:
+            out[:] = self._pop(WIRE_SAMPLES)
+        elif self._queued and not self._sending_audio:
+            # the first frame after silence: the resampler still holds its delay; pad in front
+            n = self._queued
+            out[WIRE_SAMPLES - n:] = self._pop(n)
+        elif self._queued and not self._talking():  # the utterance's last samples, padded with silence
+            n = self._queued
+            out[:n] = self._pop(n)
+        else:  # nothing to send, or a push that came too late for this tick (it goes out next)
+            self._sending_audio = False
+            return out
+        self._sending_audio = True
         self.audio_frames_sent += 1
         return out
 

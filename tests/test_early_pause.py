@@ -1,0 +1,107 @@
+"""The duplex controller's early pause, event by event: the first hot VAD window silences the agent;
+the VAD's start of speech turns it into a barge-in; a burst that does not become speech lets the
+reply play on; a reply that ends while paused never leaves the output paused."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+from livekit.agents import vad as lk_vad
+
+from agent.duplex import EARLY_PAUSE_COLD_WINDOWS, DuplexConfig, DuplexController, DuplexState
+
+
+class _Output:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.audible_until = 0.0
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+
+    def clear_buffer(self) -> None:
+        self.calls.append("clear")
+
+
+def _controller(threshold: float | None = 0.5) -> tuple[DuplexController, _Output]:
+    output = _Output()
+    session = SimpleNamespace(output=SimpleNamespace(audio=output), current_speech=None, on=lambda *a: None)
+    controller = DuplexController(session, SimpleNamespace(active_streams=set()),  # type: ignore[arg-type]
+                                  DuplexConfig(early_pause_threshold=threshold))
+    controller.state = DuplexState.SPEAKING
+    return controller, output
+
+
+def _window(p: float, speaking: bool = False) -> lk_vad.VADEvent:
+    return lk_vad.VADEvent(type=lk_vad.VADEventType.INFERENCE_DONE, samples_index=0, timestamp=0.0,
+                           speech_duration=0.0, silence_duration=0.0, probability=p, speaking=speaking)
+
+
+def _user_state(new_state: str) -> SimpleNamespace:
+    return SimpleNamespace(new_state=new_state, created_at=time.time())
+
+
+def test_a_hot_window_pauses_and_the_vads_start_makes_it_a_barge_in():
+    controller, output = _controller()
+    controller.on_vad_event(_window(0.2))
+    assert output.calls == []  # below the threshold: nothing
+    controller.on_vad_event(_window(0.6))
+    assert output.calls == ["pause"] and controller.early is not None
+    paused_at = controller.early.paused_at
+    controller.on_vad_event(_window(0.7))  # still hot: no second pause, no release
+    controller._on_user_state(_user_state("speaking"))  # the VAD's START_OF_SPEECH
+    assert controller.early is None and len(controller.history) == 1
+    barge = controller.history[0]
+    assert barge.outcome == "cut" and barge.paused_at == paused_at <= barge.detected_at
+    assert barge.silent_at <= barge.detected_at  # silence began at the early pause, not at detection
+    assert controller.early_pauses == 1 and controller.early_pauses_released == 0
+
+
+def test_a_burst_that_is_not_speech_lets_the_reply_play_on():
+    controller, output = _controller()
+    controller.on_vad_event(_window(0.9))
+    for _ in range(EARLY_PAUSE_COLD_WINDOWS - 1):
+        controller.on_vad_event(_window(0.1))
+    assert output.calls == ["pause"]  # one quiet window is not yet the end of it
+    controller.on_vad_event(_window(0.1))
+    assert output.calls == ["pause", "resume"] and controller.early is None
+    assert controller.history == [] and controller.early_pauses_released == 1
+
+
+def test_the_reply_ending_while_paused_releases_the_output():
+    controller, output = _controller()
+    controller.on_vad_event(_window(0.9))
+    controller._on_agent_state(SimpleNamespace(new_state="listening"))
+    assert output.calls == ["pause", "resume"] and controller.state is DuplexState.LISTENING
+
+
+def test_no_early_pause_while_listening_or_when_disabled():
+    controller, output = _controller()
+    controller.state = DuplexState.LISTENING  # the user's own turn: nothing to silence
+    controller.on_vad_event(_window(0.9))
+    off, off_output = _controller(threshold=None)
+    off.on_vad_event(_window(0.9))
+    assert output.calls == [] and off_output.calls == []
+
+
+async def test_a_backchannel_is_measured_without_the_silence_after_it():
+    """With 0.5 s of speech needed, Silero's speech_duration counting the silence it waits out after a
+    short "mm-hm" does not confirm a barge-in; 0.5 s of real speech does."""
+    controller, output = _controller()
+    controller.config = DuplexConfig(barge_in_min_speech_s=0.5)
+    controller._on_user_state(_user_state("speaking"))  # START_OF_SPEECH: pending, output paused
+    assert controller.pending is not None and "clear" not in output.calls
+
+    def hangover(speech: float, silence: float) -> lk_vad.VADEvent:
+        ev = _window(0.1, speaking=True)
+        ev.speech_duration, ev.raw_accumulated_silence = speech, silence
+        return ev
+
+    controller.on_vad_event(hangover(0.6, 0.25))  # 0.35 s of "mm-hm" + 0.25 s of the silence after it
+    assert controller.pending is not None and controller.history == []
+    controller.on_vad_event(hangover(0.55, 0.0))  # a user who keeps talking
+    assert controller.history[0].outcome == "cut" and "clear" in output.calls

@@ -55,9 +55,10 @@ EARLY_PAUSE_MAX_S = 0.3
 class DuplexConfig:
     barge_in_min_speech_s: float = 0.0  # speech needed before a barge-in counts (backchannel tolerance)
     false_interruption: Literal["resume", "drop"] = "resume"
-    # speech probability of one VAD window that silences the agent before the VAD confirms speech;
-    # None: silence it only at the VAD's start of speech (a window later)
-    early_pause_threshold: float | None = 0.5
+    # speech probability of one VAD window that silences the agent before the VAD confirms speech
+    # (below the VAD's own 0.5: Silero's smoothed probability is still rising through the first
+    # window of a word); None: silence it only at the VAD's start of speech (a window or two later)
+    early_pause_threshold: float | None = 0.3
 
     def __post_init__(self) -> None:
         if not 0 <= self.barge_in_min_speech_s <= 5:

@@ -4,10 +4,11 @@ Chromium's fake microphone plays one WAV made up front - each utterance at a pla
 other one talking over the reply to the one before - through the page's own getUserMedia (echo
 cancellation, noise suppression and gain control on, as for a person). The page records, every
 ~5 ms on the host's wall clock, the level of its microphone and of the agent's audio as its WebAudio
-graph receives it (after Chromium's jitter buffer): `window.S.levels` (web/app.js). Here those two
-timelines become what was said (speech onsets and ends) and when the agent was audible, on the host's
-monotonic clock, next to the trace records the page received: bench_duplex's analysis takes it
-from there. What a loudspeaker and an ear add is not in it.
+graph receives it (after Chromium's jitter buffer and its audio rendering), and of each agent packet
+as the receiver hands it to playout (its RTP audio-level header): `window.S.levels` (web/app.js).
+Here those timelines become what was said (speech onsets and ends) and when the agent was audible
+(heard: WebAudio; played: playout), on the host's monotonic clock, next to the trace records the page
+received: bench_duplex's analysis takes it from there. What a loudspeaker and an ear add is not in it.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ async def browser_call(base: str, utterances: list[Utterance], workdir: Path,
         finally:
             await browser.close()
     mic, agent = to_monotonic(state["levels"]["mic"]), to_monotonic(state["levels"]["agent"])
+    played = to_monotonic(state["levels"]["played"])
     return {"mode": state["mode"], "errors": state["errors"], "records": state["turns"],
             "page": {"jitter_buffer_ms": state["jitter"], "last_heard_ms": state["heard"]},
             "spoken": said_from_microphone(mic, len(utterances)),
-            "heard_at": [t for t, rms in agent if rms > VOICED_RMS]}
+            "heard_at": [t for t, rms in agent if rms > VOICED_RMS],
+            "played_at": [t for t, level in played if level > VOICED_RMS]}

@@ -16,6 +16,7 @@ Per barge-in, ms after our speech onset (the first loud sample we sent):
   vad_detected     the VAD's START_OF_SPEECH reached the duplex controller
   cut              the cut was issued (output cleared, engine streams and LLM cancelled)
   agent_silent     the agent's last audio left it (end of the frame in flight)
+  played_silent    (--browser) the cut reply's last packet left the page's jitter buffer for playout
   heard_silent     the last agent audio frame arrived here: the stop latency a person hears
 Per turn, ms after our true end of speech (the last loud sample we sent):
   agent_end        where the agent places the end (END_OF_SPEECH, backdated by the silence waited)
@@ -24,6 +25,7 @@ Per turn, ms after our true end of speech (the last loud sample we sent):
   committed        the turn is committed and the LLM asked (after livekit's end-of-turn delay and,
                    with AGENT_END_OF_TURN=smart_turn, the turn model's verdict)
   llm_first_token, tts_first_audio, published (first frame handed to the transport)
+  played           (--browser) its first packet left the page's jitter buffer for playout
   heard            the first agent audio frame of the reply arrived here: voice-to-voice as heard
 and per turn: endpointing_wait (end_of_speech + committed - stt_done: deciding the turn was over),
 model_time (STT + LLM first token + TTS first audio, from the trace) and what the listener waited
@@ -52,9 +54,9 @@ from soak_report import fill_endpoints, write_json  # noqa: E402
 
 from agent.trace_stats import stage_stats  # noqa: E402
 
-BARGE_IN_STAGES = ("agent_onset", "paused", "vad_detected", "cut", "agent_silent", "heard_silent")
+BARGE_IN_STAGES = ("agent_onset", "paused", "vad_detected", "cut", "agent_silent", "played_silent", "heard_silent")
 TURN_STAGES = ("agent_end", "end_of_speech", "stt_done", "committed", "llm_first_token", "tts_first_audio", "published",
-               "heard")
+               "played", "heard")
 # per turn, derived (ms): what the listener waited beyond deciding the turn was over and the three models
 TURN_BUDGET = ("endpointing_wait", "model_time", "beyond_endpointing_and_models")
 # trace clock key of each stage
@@ -77,7 +79,14 @@ def nearest(records: list[dict[str, Any]], key: str, at: float) -> dict[str, Any
     return best if best is not None and abs(best["clock"][key] - at) <= MATCH_WINDOW_S else None
 
 
-def barge_in_event(said: dict[str, Any], records: list[dict[str, Any]], heard_at: list[float]) -> dict[str, Any]:
+def last_during(times: list[float] | None, start: float, end: float) -> float | None:
+    """The last of `times` in (start, end]; None if none (or not measured)."""
+    inside = [t for t in times or () if start < t <= end]
+    return inside[-1] if inside else None
+
+
+def barge_in_event(said: dict[str, Any], records: list[dict[str, Any]], heard_at: list[float],
+                   played_at: list[float] | None = None) -> dict[str, Any]:
     """One barge-in's stages, ms after our onset; None where the agent or the wire showed nothing."""
     onset = said["onset"]
     rec = nearest([r for r in records if r.get("interrupted")], "barge_in_onset", onset)
@@ -86,14 +95,14 @@ def barge_in_event(said: dict[str, Any], records: list[dict[str, Any]], heard_at
     for stage, key in BARGE_IN_CLOCK.items():
         event[stage] = _ms(onset, clock.get(key))
     # the cut reply's audio that still arrived while we talked (the next reply cannot start before we stop)
-    still = [t for t in heard_at if onset < t <= said["sent_until"]]
-    event["heard_silent"] = _ms(onset, still[-1]) if still else None
+    event["played_silent"] = _ms(onset, last_during(played_at, onset, said["sent_until"]))
+    event["heard_silent"] = _ms(onset, last_during(heard_at, onset, said["sent_until"]))
     event["agent_was_audible"] = any(onset - 1.0 < t <= onset for t in heard_at)
     return event
 
 
 def turn_event(said: dict[str, Any], next_onset: float | None, records: list[dict[str, Any]],
-               heard_at: list[float]) -> dict[str, Any]:
+               heard_at: list[float], played_at: list[float] | None = None) -> dict[str, Any]:
     """One turn's stages, ms after our true end of speech."""
     end = said["speech_end"]
     rec = nearest(records, "vad_end", end)
@@ -103,6 +112,7 @@ def turn_event(said: dict[str, Any], next_onset: float | None, records: list[dic
         event[stage] = _ms(end, clock.get(key))
     limit = min(end + REPLY_WINDOW_S, next_onset) if next_onset is not None else end + REPLY_WINDOW_S
     first = next((t for t in heard_at if end < t <= limit), None)
+    event["played"] = _ms(end, next((t for t in played_at or () if end < t <= limit), None))
     event["heard"] = _ms(end, first)
     event.update(turn_budget(event, rec or {}))
     return event
@@ -120,10 +130,13 @@ def turn_budget(event: dict[str, Any], rec: dict[str, Any]) -> dict[str, float |
             "beyond_endpointing_and_models": round(event["heard"] - endpointing - model_time, 1)}
 
 
-def analyse(spoken: list[dict[str, Any]], records: list[dict[str, Any]], heard_at: list[float]) -> dict[str, Any]:
+def analyse(spoken: list[dict[str, Any]], records: list[dict[str, Any]], heard_at: list[float],
+            played_at: list[float] | None = None) -> dict[str, Any]:
+    """`heard_at`: when agent audio reached the listener; `played_at` (the page only): when each agent
+    packet left the jitter buffer for playout, before the browser's audio rendering."""
     onsets = [s["onset"] for s in spoken]
-    barge_ins = [barge_in_event(s, records, heard_at) for s in spoken if s["barging"]]
-    turns = [turn_event(s, onsets[k + 1] if k + 1 < len(onsets) else None, records, heard_at)
+    barge_ins = [barge_in_event(s, records, heard_at, played_at) for s in spoken if s["barging"]]
+    turns = [turn_event(s, onsets[k + 1] if k + 1 < len(onsets) else None, records, heard_at, played_at)
              for k, s in enumerate(spoken)]
     counted = [b for b in barge_ins if b["agent_was_audible"]]  # one that came after the reply ended cut nothing
     return {
@@ -194,7 +207,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             heard = await browser_call(args.base, utterances, Path(tmp))
             failures = [f"the page showed: {e}" for e in heard["errors"]]
             return {"mode": heard["mode"], "client": "chromium", "failures": failures, "page": heard["page"],
-                    **analyse(heard["spoken"], heard["records"], heard["heard_at"])}
+                    **analyse(heard["spoken"], heard["records"], heard["heard_at"], heard["played_at"])}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
                                      timeout=aiohttp.ClientTimeout(total=30)) as http:
         grant = await get_token(http, args.base.rstrip("/"), f"bench-duplex-{os.getpid()}")

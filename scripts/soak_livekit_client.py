@@ -23,6 +23,12 @@ from soak_client import RATE, EventLog, Said, Utterance, poll_until
 
 EVENTS_TOPIC = "agent-events"
 MIC_FRAME = RATE // 100  # 10 ms
+# The SDK's audio source queues what it is given until WebRTC pulls it (1 s by default): the
+# microphone runs from the moment the track is published, WebRTC pulls only once the call is up, and
+# the backlog of that wait (~0.8 s) then stayed in front of every word. A queue of two frames makes
+# capture wait for WebRTC instead, as a real microphone's driver does.
+MIC_QUEUE_MS = 20
+MIC_LATE_S = 0.05  # the capture loop this far behind its clock re-anchors instead of bursting
 
 
 class LiveKitClient(EventLog):
@@ -30,7 +36,7 @@ class LiveKitClient(EventLog):
         super().__init__()
         self.metrics_url = metrics_url
         self.room = rtc.Room()
-        self.source = rtc.AudioSource(RATE, 1)
+        self.source = rtc.AudioSource(RATE, 1, queue_size_ms=MIC_QUEUE_MS)
         self._speech: list[tuple[Said, np.ndarray]] = []  # utterances being "spoken": what is left, int16 at RATE
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -72,6 +78,8 @@ class LiveKitClient(EventLog):
             await self.source.capture_frame(rtc.AudioFrame(data=chunk.tobytes(), sample_rate=RATE, num_channels=1,
                                                            samples_per_channel=MIC_FRAME))
             next_at += MIC_FRAME / RATE
+            if time.monotonic() - next_at > MIC_LATE_S:  # capture waited for WebRTC: start the clock again
+                next_at = time.monotonic()
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     def _next_chunk(self) -> np.ndarray:

@@ -10,7 +10,10 @@ const S = (window.S = { conn: "idle", mode: null, errors: [], transcripts: [], t
                         // what this page hears, on the host's wall clock in ms (performance.timeOrigin +
                         // now()): [t, rms] every ~5 ms of the microphone and of the agent's audio, for
                         // measuring latency where the person is (scripts/bench_duplex.py --browser)
-                        levels: { mic: [], agent: [] }, heard: { v2v: null, stop: null }, jitterBufferMs: null });
+                        // played: [t, level] of each agent packet as the receiver hands it to playout
+                        // (the RTP audio-level header, getSynchronizationSources), without the WebAudio path
+                        levels: { mic: [], agent: [], played: [] }, heard: { v2v: null, stop: null },
+                        jitterBufferMs: null });
 let call = null; // {close()} of the live call
 
 function showError(message) {
@@ -150,6 +153,17 @@ function lowLatency(receiver) {
   if ("jitterBufferTarget" in receiver) {
     try { receiver.jitterBufferTarget = JITTER_TARGET_MS; } catch (e) { /* not supported: the default stays */ }
   }
+  // each packet as it leaves the jitter buffer for playout, with its level
+  let lastPlayed = 0;
+  const playout = setInterval(() => {
+    for (const s of receiver.getSynchronizationSources()) {
+      if (s.timestamp > lastPlayed && s.audioLevel !== undefined) {
+        lastPlayed = s.timestamp;
+        S.levels.played.push([s.timestamp, s.audioLevel]);
+        if (S.levels.played.length > LEVELS_KEPT) S.levels.played.splice(0, S.levels.played.length - LEVELS_KEPT);
+      }
+    }
+  }, LEVEL_MS);
   // what the jitter buffer really holds (the browser's own stats, averaged over the last 2 s)
   let last = null;
   const timer = setInterval(async () => {
@@ -163,7 +177,7 @@ function lowLatency(receiver) {
       last = { delay: s.jitterBufferDelay, count: s.jitterBufferEmittedCount };
     });
   }, 2000);
-  return () => clearInterval(timer);
+  return () => { clearInterval(timer); clearInterval(playout); };
 }
 
 function playAgent(stream) {

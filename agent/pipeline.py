@@ -42,7 +42,6 @@ from .vad_tap import ObservedVAD
 
 log = logging.getLogger(__name__)
 
-FRAME_S = 0.08  # one codec frame of audio
 # The user's audio from a room as the VAD wants it: 20 ms frames (RoomIO's default of 50 ms holds every
 # word back for up to 50 ms before the VAD sees it) at Silero's own 16 kHz (no second resampling),
 # as direct mode's WebRTCAudioInput delivers it
@@ -236,7 +235,7 @@ class VoicePipeline:
         synthesis, played_s = self._speaking, self._interrupted_at_s
         if synthesis is None or synthesis.engine_stream is None or played_s is None:
             return text
-        spoken = synthesis.engine_stream.spoken_text(int(played_s / FRAME_S))
+        spoken = synthesis.engine_stream.spoken_text(played_s)
         return spoken if len(spoken) < len(text) else text
 
     def _on_item(self, ev: Any) -> None:

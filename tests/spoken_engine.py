@@ -78,7 +78,7 @@ class SpokenStream:
             self.stats.finish_reason = "cancelled"
             self._queue.put_nowait(None)
 
-    def spoken_text(self, frames_played: int) -> str:
+    def spoken_text(self, seconds_played: float) -> str:
         return self.text  # no alignment: the echo tests read no history
 
     def __aiter__(self) -> SpokenStream:

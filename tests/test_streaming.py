@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tts_engine import EngineConfig, TTSEngine
+from tts_engine.frames import FRAME_S
 
 
 def test_packets_are_20ms_int16_four_per_frame(greedy_engine):
@@ -136,8 +137,10 @@ def test_spoken_text_follows_the_dual_track_alignment(greedy_engine):
     stream.end_text()
     list(stream)
     tokens = greedy_engine.text_tokenizer.encode(text)
-    assert stream.spoken_text(0) == ""
-    assert stream.spoken_text(3) == greedy_engine.text_tokenizer.decode(tokens[:3]).strip()
-    assert text.startswith(stream.spoken_text(5))
-    assert stream.spoken_text(1000) == text
+    # seconds of audio played: frame k (80 ms) carries text token k
+    assert stream.spoken_text(0.0) == "" and stream.spoken_text(FRAME_S - 0.001) == ""
+    assert stream.spoken_text(3 * FRAME_S) == greedy_engine.text_tokenizer.decode(tokens[:3]).strip()
+    assert stream.spoken_text(0.25) == stream.spoken_text(3 * FRAME_S)  # a partly played frame is not said
+    assert text.startswith(stream.spoken_text(5 * FRAME_S))
+    assert stream.spoken_text(1000.0) == text
 

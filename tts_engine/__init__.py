@@ -15,7 +15,8 @@ from .errors import (
     UnknownSpeakerError,
     UnsupportedModelError,
 )
-from .stream import AudioPacket, TTSStream
+from .packets import AudioPacket
+from .stream import TTSStream
 
 __all__ = [
     "AudioPacket", "EngineBusy", "EngineClosed", "EngineConfig", "FrameCapConfig", "InvalidTextError",

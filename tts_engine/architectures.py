@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-NUM_CODE_GROUPS = 16  # codebooks per 80 ms codec frame
+from .frames import CODEBOOKS, FRAME_RATE_HZ
 
 # Real codec-side token ids (talker vocabulary 3072): 0-2047 codebook 0, specials from 2148.
 CODEC_SPECIAL_IDS = dict(
@@ -42,7 +42,7 @@ def _talker(hidden: int, intermediate: int, text_hidden: int) -> dict[str, Any]:
     return dict(
         vocab_size=3072, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=28,
         num_attention_heads=16, num_key_value_heads=8, head_dim=128, hidden_act="silu",
-        text_vocab_size=151936, text_hidden_size=text_hidden, num_code_groups=NUM_CODE_GROUPS,
+        text_vocab_size=151936, text_hidden_size=text_hidden, num_code_groups=CODEBOOKS,
         rope_theta=1_000_000, max_position_embeddings=32768, position_id_per_seconds=13,
         rms_norm_eps=1e-6,
         rope_scaling={"rope_type": "default", "mrope_section": [24, 20, 20], "interleaved": True},
@@ -51,7 +51,7 @@ def _talker(hidden: int, intermediate: int, text_hidden: int) -> dict[str, Any]:
         code_predictor_config=dict(
             vocab_size=2048, hidden_size=1024, intermediate_size=3072, num_hidden_layers=5,
             num_attention_heads=16, num_key_value_heads=8, head_dim=128,
-            num_code_groups=NUM_CODE_GROUPS, rope_theta=1_000_000, max_position_embeddings=65536,
+            num_code_groups=CODEBOOKS, rope_theta=1_000_000, max_position_embeddings=65536,
             rms_norm_eps=1e-6,
         ),
         **CODEC_SPECIAL_IDS,
@@ -63,14 +63,14 @@ FULL_DECODER = dict(
     attention_bias=False, latent_dim=1024, codebook_dim=512, codebook_size=2048, decoder_dim=1536,
     hidden_act="silu", hidden_size=512, intermediate_size=1024, layer_scale_initial_scale=0.01,
     max_position_embeddings=8000, head_dim=64, num_attention_heads=16, num_hidden_layers=8,
-    num_key_value_heads=16, num_quantizers=NUM_CODE_GROUPS, rms_norm_eps=1e-5, rope_theta=10000,
+    num_key_value_heads=16, num_quantizers=CODEBOOKS, rms_norm_eps=1e-5, rope_theta=10000,
     sliding_window=72, upsample_rates=[8, 5, 4, 3], upsampling_ratios=[2, 2],
 )
 
 TINY_DECODER = dict(
     codebook_size=2048, codebook_dim=16, hidden_size=32, latent_dim=32, num_attention_heads=2,
     num_key_value_heads=2, head_dim=16, intermediate_size=64, num_hidden_layers=2,
-    num_quantizers=NUM_CODE_GROUPS, sliding_window=72, decoder_dim=32,
+    num_quantizers=CODEBOOKS, sliding_window=72, decoder_dim=32,
     upsample_rates=[8, 5, 4, 3], upsampling_ratios=[2, 2],
 )
 
@@ -79,12 +79,12 @@ SMALL_ENCODER = dict(
     hidden_size=32, num_filters=4, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
     head_dim=16, intermediate_size=64, codebook_size=2048, codebook_dim=16,
     vector_quantization_hidden_dimension=16, num_quantizers=32, upsample_groups=32,
-    upsampling_ratios=[8, 6, 5, 4], frame_rate=12.5,
+    upsampling_ratios=[8, 6, 5, 4], frame_rate=FRAME_RATE_HZ,
 )
 
 TINY_TALKER = dict(
     vocab_size=3072, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-    num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_code_groups=NUM_CODE_GROUPS,
+    num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_code_groups=CODEBOOKS,
     text_hidden_size=64, rope_theta=1_000_000, max_position_embeddings=32768,
     position_id_per_seconds=13,
     # the three MRoPE sections must sum to head_dim / 2
@@ -94,7 +94,7 @@ TINY_TALKER = dict(
     code_predictor_config=dict(
         vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        num_code_groups=NUM_CODE_GROUPS, rope_theta=1_000_000, max_position_embeddings=65536,
+        num_code_groups=CODEBOOKS, rope_theta=1_000_000, max_position_embeddings=65536,
     ),
     **CODEC_SPECIAL_IDS,
 )

@@ -26,9 +26,11 @@ import torch
 import torch.nn.functional as F
 from qwen_tts.core.tokenizer_12hz import modeling_qwen3_tts_tokenizer_v2 as qm
 
+from .frames import SAMPLES_PER_FRAME
+
 log = logging.getLogger(__name__)
 
-SAMPLES_PER_FRAME = 1920  # 80 ms at 24 kHz = 8*5*4*3 * 2*2
+__all__ = ["SAMPLES_PER_FRAME", "StreamingCodecDecoder"]
 
 
 class _CausalConv:
@@ -190,7 +192,7 @@ class StreamingCodecDecoder:
 
     @torch.inference_mode()
     def step(self, codes: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """Decode one new frame per row. codes: [B, 16] long, slots: [B] long -> audio [B, 1920]."""
+        """Decode one new frame per row. codes: [B, CODEBOOKS] long, slots: [B] long -> audio [B, SAMPLES_PER_FRAME]."""
         dec = self.decoder
         pos = self.positions[slots]  # [B]
         latent = dec.quantizer.decode(codes[:, :, None]).to(self.dtype)  # [B, codebook_dim, 1]
@@ -198,7 +200,7 @@ class StreamingCodecDecoder:
         h = self._transformer_step(x[:, :, 0], slots, pos)  # [B, latent_dim]
         h = h[:, :, None]  # [B, latent_dim, 1]
         for op in self.conv_ops:
-            h = op(h, slots)  # ... -> [B, 1, 1920]
+            h = op(h, slots)  # ... -> [B, 1, SAMPLES_PER_FRAME]
         self.positions[slots] = pos + 1
         return h[:, 0, :].clamp(min=-1, max=1)
 

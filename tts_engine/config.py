@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-SUPPORTED_OUTPUT_RATES = (16000, 24000, 48000)
+from .frames import DECODER_RATE, SUPPORTED_OUTPUT_RATES
+
 RANDOM_WEIGHT_SIZES = ("0.6b", "1.7b")
 
 
@@ -44,8 +45,8 @@ class FrameCapConfig:
     """Upper bound on frames per utterance, so a model that never emits EOS cannot run for minutes.
 
     cap = base_frames + frames_per_text_token * text_tokens, at most max_frames_hard. Speech runs at
-    roughly 3-4 text tokens per second (12.5 frames per second), so 8 frames per token is about twice
-    the normal duration.
+    roughly 3-4 text tokens per second (FRAME_RATE_HZ = 12.5 frames per second), so 8 frames per
+    token is about twice the normal duration.
     """
 
     base_frames: int = 25
@@ -107,7 +108,7 @@ class EngineConfig:
     max_streams: int = 16
     max_context: int = 2048  # talker KV positions per stream (prompt + frames)
     max_text_chars: int = 4000
-    output_sample_rate: int = 24000
+    output_sample_rate: int = DECODER_RATE  # the decoder's own rate: no resampling
     cuda_graphs: bool | None = None  # None: on for CUDA devices, off on the CPU
     local_files_only: bool = False
 

@@ -5,9 +5,16 @@
         stream.push_text("Hello there."); stream.end_text()
         for packet in stream: play(packet.pcm)          # or: async for packet in stream
 
-The engine thread loops: absorb text -> drop cancelled streams -> run the phases the scheduler
-picks (prefill, predict, talk), each batched across streams -> deliver packets. Nothing here
-blocks a caller for longer than a lock acquisition, except synthesize() which waits by design.
+The engine thread loops: admit newly opened streams -> executor.step() (take pushed text, plan_step
+decides who advances, the stages run batched across streams, packets go to each stream's channel)
+-> sleep only when the plan says there was nothing to do. Nothing here blocks a caller for longer
+than a lock acquisition, except synthesize() which waits by design.
+
+Who does what (imports point one way, tests/test_engine_architecture.py checks it): plan.py decides
+a step, executor.py carries it out and alone writes the streams' channels from the engine side;
+channel.py holds each stream's shared state behind its one lock, stream.py is the caller's face of
+it; slots.py owns the free slots; runner.py (step functions) and graph_runner.py (CUDA graphs) do
+the device work; frames.py holds the frame math.
 """
 
 from __future__ import annotations
@@ -22,13 +29,16 @@ import numpy as np
 import torch
 
 from .audio_packets import Packetizer
+from .channel import StreamChannel
 from .config import EngineConfig
-from .errors import EngineBusy, EngineClosed, InvalidTextError
+from .errors import EngineClosed, InvalidTextError
+from .executor import StepExecutor
+from .frames import DECODER_RATE
 from .graph_runner import StepRunner
 from .model_loading import load_model
-from .prompt import Voice, resolve_voice
+from .prompt import resolve_voice
 from .runner import ModelRunner
-from .scheduler import StepExecutor
+from .slots import SlotPool
 from .stream import TTSStream
 from .text_input import IncrementalTokenizer, SharedTokenizer
 from .utterance import Utterance
@@ -42,17 +52,16 @@ class TTSEngine:
         self.loaded = load_model(config)
         self.text_tokenizer = SharedTokenizer(self.loaded.tokenizer)  # every thread's text goes through it
         self.runner = ModelRunner(self.loaded, config)
+        self.slots = SlotPool(config.max_streams)
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
-        self._free_slots = list(range(config.max_streams - 1, -1, -1))
         self._pending: list[Utterance] = []  # opened by callers, not yet seen by the engine thread
-        self._open_utterances: dict[int, Utterance] = {}  # stream id -> utterance holding a slot
         self._ids = itertools.count(1)
         self._closed = False
         self._fatal: BaseException | None = None
         self.steps = StepRunner(self.runner, config.scheduler, config.use_cuda_graphs)
         self._capture_graphs()
-        self.executor = StepExecutor(self.runner, self.steps, config.scheduler, self._release)
+        self.executor = StepExecutor(self.runner, self.steps, config.scheduler, self.slots)
         self._queue_prefix_warming()
         self._thread = threading.Thread(target=self._run, name="tts-engine", daemon=True)
         self._thread.start()
@@ -74,22 +83,25 @@ class TTSEngine:
     def open_stream(self, speaker: str, language: str = "auto", max_frames: int | None = None,
                     seed: int | None = None) -> TTSStream:
         """Start an utterance whose text will arrive through push_text()/end_text()."""
-        return self._open(speaker, language, max_frames, seed, streaming=True, keep_float=False)
+        stream, _channel = self._open(speaker, language, max_frames, seed, streaming=True)
+        return stream
 
     def synthesize(self, text: str, speaker: str, language: str = "auto",
                    max_frames: int | None = None, seed: int | None = None) -> tuple[np.ndarray, int]:
         """Whole text in, whole float32 waveform at 24 kHz out (the package's non-streaming mode)."""
-        stream = self._start_whole_text(text, speaker, language, max_frames, seed)
+        stream, channel = self._start_whole_text(text, speaker, language, max_frames, seed)
         for _ in stream:
             pass
-        return self._waveform(stream), 24000
+        channel.wait_closed()
+        return channel.waveform(), DECODER_RATE
 
     async def asynthesize(self, text: str, speaker: str, language: str = "auto",
                           max_frames: int | None = None, seed: int | None = None) -> tuple[np.ndarray, int]:
-        stream = self._start_whole_text(text, speaker, language, max_frames, seed)
+        stream, channel = self._start_whole_text(text, speaker, language, max_frames, seed)
         async for _ in stream:
             pass
-        return self._waveform(stream), 24000
+        channel.wait_closed()
+        return channel.waveform(), DECODER_RATE
 
     @property
     def running(self) -> bool:
@@ -99,15 +111,13 @@ class TTSEngine:
 
     def load(self) -> float:
         """0..1: the share of stream slots in use (what an agent worker reports for dispatch)."""
-        with self._lock:
-            return 1.0 - len(self._free_slots) / self.config.max_streams
+        return self.slots.load()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            used = self.config.max_streams - len(self._free_slots)
             pending = len(self._pending)
         ex = self.executor
-        return {"active_streams": used, "pending": pending, "max_streams": self.config.max_streams,
+        return {"active_streams": self.slots.in_use, "pending": pending, "max_streams": self.config.max_streams,
                 "running_utterances": ex.active_count(), "steps": ex.step_index, "packets": ex.packets,
                 "underruns": ex.underruns, "cuda_graphs": self.steps.graph_count,
                 "graph_replays": self.steps.graph_replays, "eager_fallbacks": self.steps.eager_fallbacks,
@@ -142,71 +152,46 @@ class TTSEngine:
 
     def _queue_prefix_warming(self) -> None:
         """Background work: precompute the prompt prefix of every voice while the engine idles."""
-        r = self.runner
-        prefixes = r.prefixes
-        if prefixes is None:
+        if self.runner.prefixes is None:
             return
-
-        def warm(voice: Voice) -> None:
-            prefixes.warm(voice, r.scratch, lambda: r.prompts.fixed_prefix(voice), r._prefill_rows)
-
         for speaker in self.speakers:
             for language in self.languages:
                 voice = resolve_voice(self.loaded.talker_config, speaker, language, self.languages)
-                self.executor.background.append(functools.partial(warm, voice))
+                self.executor.background.append(functools.partial(self.runner.warm_prefix, voice))
 
     def _start_whole_text(self, text: str, speaker: str, language: str, max_frames: int | None,
-                          seed: int | None) -> TTSStream:
+                          seed: int | None) -> tuple[TTSStream, StreamChannel]:
         if not isinstance(text, str) or not text.strip():
             raise InvalidTextError("empty text: nothing to synthesize")
         if len(text) > self.config.max_text_chars:
             raise InvalidTextError(f"text has {len(text)} characters; the limit is {self.config.max_text_chars} "
                                    f"(EngineConfig.max_text_chars)")
-        stream = self._open(speaker, language, max_frames, seed, streaming=False, keep_float=True)
+        stream, channel = self._open(speaker, language, max_frames, seed, streaming=False)
         stream.push_text(text)
         stream.end_text()
-        return stream
-
-    def _waveform(self, stream: TTSStream) -> np.ndarray:
-        stream.wait_closed()
-        frames = stream._float_frames
-        return np.concatenate(frames) if frames else np.zeros(0, dtype=np.float32)
+        return stream, channel
 
     def _open(self, speaker: str, language: str, max_frames: int | None, seed: int | None,
-              streaming: bool, keep_float: bool) -> TTSStream:
+              streaming: bool) -> tuple[TTSStream, StreamChannel]:
+        """A new stream and its channel; whole-text (not streaming) streams are offline synthesis."""
         voice = resolve_voice(self.loaded.talker_config, speaker, language, self.languages)
         if max_frames is not None and max_frames < 1:
             raise ValueError("max_frames must be >= 1")
         with self._lock:
             if self._closed or self._fatal is not None:
                 raise EngineClosed(f"the TTS engine is closed{f' ({self._fatal})' if self._fatal else ''}")
-            if not self._free_slots:
-                raise EngineBusy(f"all {self.config.max_streams} TTS stream slots are in use "
-                                 f"(EngineConfig.max_streams); retry when a stream ends")
-            slot = self._free_slots.pop()
-            stream = TTSStream(self, next(self._ids), self.config.max_text_chars)
-            utt = Utterance(stream=stream, slot=slot, voice=voice, streaming=streaming,
-                            seed=self.config.seed if seed is None else seed, max_frames=max_frames,
-                            tokenizer=IncrementalTokenizer(self.text_tokenizer),
-                            packetizer=Packetizer(output_rate=self.config.output_sample_rate),
-                            frame_cap=self.config.frame_cap, keep_float=keep_float, bypass_lead=keep_float)
-            self._pending.append(utt)
-            self._open_utterances[stream.id] = utt
+            stream_id = next(self._ids)
+            slot = self.slots.take(stream_id)  # raises EngineBusy when every slot is held
+            channel = StreamChannel(stream_id, self.config.max_text_chars, offline=not streaming)
+            self._pending.append(Utterance(
+                channel=channel, slot=slot, voice=voice, streaming=streaming,
+                seed=self.config.seed if seed is None else seed, max_frames=max_frames,
+                tokenizer=IncrementalTokenizer(self.text_tokenizer),
+                packetizer=Packetizer(output_rate=self.config.output_sample_rate),
+                frame_cap=self.config.frame_cap, offline=not streaming))
         self._wake()
-        return stream
-
-    def _release(self, utt: Utterance) -> None:
-        with self._lock:
-            self._open_utterances.pop(utt.stream.id, None)
-            if not utt.slot_released:
-                utt.slot_released = True
-                self._free_slots.append(utt.slot)
-
-    def _release_stream(self, stream_id: int) -> None:
-        with self._lock:
-            utt = self._open_utterances.get(stream_id)
-        if utt is not None:
-            self._release(utt)
+        stream = TTSStream(channel, wake=self._wake, release=self.slots.release, decode=self.text_tokenizer.decode)
+        return stream, channel
 
     def _run(self) -> None:
         if self.runner.device.type == "cuda":
@@ -221,17 +206,17 @@ class TTSEngine:
                     if closing:
                         break
                     self._wakeup.clear()
-                    _ended, idle_for = self.executor.step()
+                    idle_for = self.executor.step()
                     if idle_for is not None:
                         self._wakeup.wait(timeout=idle_for)
         except BaseException as exc:  # the engine thread must never die silently
             log.exception("TTS engine thread crashed")
-            self._fatal = exc
+            with self._lock:
+                self._fatal = exc
         finally:
-            self.executor.abort_all(self._fatal or EngineClosed("the TTS engine was closed"))
             with self._lock:
                 self._closed = True
                 pending, self._pending = self._pending, []
-            for utt in pending:
-                utt.stream._fail(EngineClosed("the TTS engine was closed"))
-                self._release(utt)
+            # streams opened meanwhile end the same way as the running ones: the executor ends them all
+            self.executor.admit(pending)
+            self.executor.abort_all(self._fatal or EngineClosed("the TTS engine was closed"))

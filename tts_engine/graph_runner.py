@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from .config import SchedulerConfig
+from .frames import CODEBOOKS
 from .runner import ModelRunner, kv_bucket, kv_buckets_for
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class StepRunner:
         self.slots = _Staged(max_b, runner.scratch, dev)
         self.text_ids = _Staged(max_b, runner.prompts.tts_pad_id, dev)
         self.positions = _Staged(max_b, 0, dev)
-        self.codes = torch.zeros(max_b, 16, dtype=torch.long, device=dev)  # predict -> decode hand-over
+        self.codes = torch.zeros(max_b, CODEBOOKS, dtype=torch.long, device=dev)  # predict -> decode hand-over
         self.use_graphs = use_graphs
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._warned: set[tuple] = set()
@@ -71,7 +72,7 @@ class StepRunner:
     # ---- the three stages ----------------------------------------------------------------------
 
     def predict(self, slots: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Codes [n, 16] and audio [n, 1920] (device) for n slots."""
+        """Codes [n, CODEBOOKS] and audio [n, SAMPLES_PER_FRAME] (device) for n slots."""
         n, bucket = len(slots), self.sched.bucket(len(slots))
         slot_buf = self.slots.load(slots, bucket)
         codes = self._run(("predict", bucket), lambda: self.runner.predict_fn(slot_buf))

@@ -127,19 +127,21 @@ def build_random_model(cfg: EngineConfig) -> LoadedModel:
     """Full-size architecture (`cfg.random_weights`) with random weights, built directly on the device."""
     from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
 
-    from .tiny_checkpoint import _build_text_tokenizer, _special_text_ids, build_speech_tokenizer
+    from .tiny_checkpoint import build_speech_tokenizer, build_text_tokenizer, special_text_ids
 
     assert cfg.random_weights is not None
     size = cfg.random_weights
     start = time.perf_counter()
-    tokenizer = _build_text_tokenizer()
+    tokenizer = build_text_tokenizer()
+    # SDPA at every level, given to each config as it is built: a parent's setting does not reach
+    # sub-configs built after it (qwen-tts builds them after its own PretrainedConfig init)
+    talker = arch.talker_config(size)
+    talker["attn_implementation"] = "sdpa"
+    talker["code_predictor_config"]["attn_implementation"] = "sdpa"
     config = Qwen3TTSConfig(
-        talker_config=arch.talker_config(size), speaker_encoder_config={},
+        talker_config=talker, speaker_encoder_config={}, attn_implementation="sdpa",
         tokenizer_type="qwen3_tts_tokenizer_12hz", tts_model_size=arch.MODEL_SIZE_TAG[size],
-        tts_model_type="custom_voice", **_special_text_ids(tokenizer))
-    config._attn_implementation = "sdpa"
-    config.talker_config._attn_implementation = "sdpa"
-    config.talker_config.code_predictor_config._attn_implementation = "sdpa"
+        tts_model_type="custom_voice", **special_text_ids(tokenizer))
     torch.manual_seed(cfg.seed)
     with torch.device(cfg.device):
         model = Qwen3TTSForConditionalGeneration(config).to(cfg.torch_dtype).eval()

@@ -6,8 +6,8 @@ the repetition-penalty history, seeds and counters. One extra SCRATCH slot absor
 of a batch bucket and the warm-up/capture runs, so they never touch a real stream's state.
 
 A frame runs in three stages with static shapes (what the CUDA-graph runner captures per bucket):
-`predict_fn` (codebooks 1-15), `decode_fn` (codec frame -> 1920 samples), `talk_fn` (talker step ->
-next codebook-0 token, needs the next text token). Splitting predict from talk lets a frame's audio
+`predict_fn` (codebooks 1-15), `decode_fn` (codec frame -> SAMPLES_PER_FRAME samples), `talk_fn`
+(talker step -> next codebook-0 token, needs the next text token). Splitting predict from talk lets a frame's audio
 go out before the text for the next frame has arrived.
 """
 
@@ -115,6 +115,11 @@ class ModelRunner:
         self.code0[slot] = self._choose_code0(logits, slots, torch.zeros(1, dtype=torch.long, device=self.device))[0]
         return start + embeds.shape[1]
 
+    def warm_prefix(self, voice: Voice) -> None:
+        """Background work: compute a voice's prefix KV before its first utterance needs it."""
+        if self.prefixes is not None:
+            self.prefixes.warm(voice, self.scratch, lambda: self.prompts.fixed_prefix(voice), self._prefill_rows)
+
     def _prefill_rows(self, embeds: torch.Tensor, slot: int, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         # embeds: [1, L, D] placed at positions start .. start+L-1 of `slot`
         L = embeds.shape[1]
@@ -126,7 +131,7 @@ class ModelRunner:
     # ---- per-frame stages (static shapes; captured as CUDA graphs per batch bucket) -------------
 
     def predict_fn(self, slots: torch.Tensor) -> torch.Tensor:
-        """Codebooks 1-15 for each slot's waiting codebook-0 token: codes [B, 16]."""
+        """Codebooks 1-15 for each slot's waiting codebook-0 token: codes [B, CODEBOOKS]."""
         codes, embed_sum = predict_codebooks(self.talker, self.past_hidden[slots], self.code0[slots], self.rules,
                                              self.seed[slots], self.frame[slots])
         self.embed_sum[slots] = embed_sum
@@ -134,7 +139,7 @@ class ModelRunner:
         return codes
 
     def decode_fn(self, codes: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """One codec frame per slot -> audio [B, 1920]."""
+        """One codec frame per slot -> audio [B, SAMPLES_PER_FRAME]."""
         # a row whose code0 is EOS is discarded by the scheduler; clamp so the codebook lookup stays valid
         return self.decoder.step(codes.clamp(max=self.codebook_size - 1), slots)
 

@@ -39,7 +39,7 @@ class ForcedRun:
 
     talker_logits: torch.Tensor  # [T, V]: the codec-head logits that code 0 of frame t was chosen from
     predictor_logits: torch.Tensor  # [T, 15, C]: the logits that codes 1..15 of frame t were chosen from
-    audio: torch.Tensor  # [T * 1920]: the codes decoded by the streaming codec decoder, 24 kHz
+    audio: torch.Tensor  # [T * SAMPLES_PER_FRAME]: the codes decoded by the streaming codec decoder, 24 kHz
 
 
 @dataclass(frozen=True)

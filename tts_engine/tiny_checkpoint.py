@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from . import architectures as arch
+from .frames import CODEBOOKS, DECODER_RATE, SAMPLES_PER_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ TRAINING_TEXT = [
 ]
 
 
-def _build_text_tokenizer():
+def build_text_tokenizer():
     from tokenizers import (
         Regex,
         Tokenizer,
@@ -72,7 +73,7 @@ def _build_text_tokenizer():
     return tokenizer
 
 
-def _special_text_ids(tokenizer) -> dict[str, int]:
+def special_text_ids(tokenizer) -> dict[str, int]:
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     return dict(
         im_start_token_id=ids["<|im_start|>"], im_end_token_id=ids["<|im_end|>"],
@@ -104,8 +105,8 @@ def build_speech_tokenizer(decoder_config: dict, seed: int = 0):
     torch.manual_seed(seed)
     config = Qwen3TTSTokenizerV2Config(
         encoder_config=dict(arch.SMALL_ENCODER), decoder_config=dict(decoder_config),
-        encoder_valid_num_quantizers=arch.NUM_CODE_GROUPS, decode_upsample_rate=1920,
-        encode_downsample_rate=1920)
+        encoder_valid_num_quantizers=CODEBOOKS, decode_upsample_rate=SAMPLES_PER_FRAME,
+        encode_downsample_rate=SAMPLES_PER_FRAME)
     config.architectures = ["Qwen3TTSTokenizerV2Model"]
     model = Qwen3TTSTokenizerV2Model(config).eval()
     randomize_speech_decoder(model.decoder)
@@ -120,11 +121,11 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tokenizer = _build_text_tokenizer()
+    tokenizer = build_text_tokenizer()
     talker = dict(arch.TINY_TALKER, text_vocab_size=len(tokenizer))
     config = Qwen3TTSConfig(
         talker_config=talker, speaker_encoder_config={}, tokenizer_type="qwen3_tts_tokenizer_12hz",
-        tts_model_size="0b6", tts_model_type="custom_voice", **_special_text_ids(tokenizer))
+        tts_model_size="0b6", tts_model_type="custom_voice", **special_text_ids(tokenizer))
     config.architectures = ["Qwen3TTSForConditionalGeneration"]
     model = Qwen3TTSForConditionalGeneration(config).eval()
     with torch.no_grad():
@@ -153,7 +154,7 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     speech_tokenizer = build_speech_tokenizer(arch.TINY_DECODER, seed=seed)
     speech_dir = out / "speech_tokenizer"
     speech_tokenizer.save_pretrained(speech_dir)
-    EncodecFeatureExtractor(feature_size=1, sampling_rate=24000).save_pretrained(speech_dir)
+    EncodecFeatureExtractor(feature_size=1, sampling_rate=DECODER_RATE).save_pretrained(speech_dir)
     (out / "TINY_TEST_CHECKPOINT").write_text(
         "Random weights built by tts_engine.tiny_checkpoint: a test voice, not speech.\n")
     return out

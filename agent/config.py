@@ -1,13 +1,16 @@
 """The agent's configuration: one dataclass per concern; environment variables are read only in
-`from_env` (the edge), and every one of them is listed in the README's configuration table."""
+`from_env` (the edge), as the *_ENV tables at the end say, and every one of them is listed in the
+README's configuration table (tests/test_config_table.py holds the two together)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from token_server.env import FLAG, INTEGER, NUMBER, EnvSpec, Parser, Var
 from tts_engine import EngineConfig
 
 from .duplex import DuplexConfig
@@ -72,78 +75,42 @@ class AgentConfig:
     max_consecutive_errors: int = 1000  # failed turns in a row before a session gives up
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> AgentConfig:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AgentConfig:
         e = os.environ if env is None else env
-        base_url = e.get("OMNI_BASE_URL", "")
-        if not base_url:
-            raise ValueError("OMNI_BASE_URL is not set: point it at a vLLM-Omni (or OpenAI-compatible) server, "
-                             "e.g. http://127.0.0.1:8091/v1")
-        omni = OmniConfig(
-            base_url=base_url, api_key=e.get("OMNI_API_KEY", "EMPTY"),
-            model=e.get("OMNI_MODEL", "Qwen/Qwen3-Omni-30B-A3B-Instruct"),
-            stt_style=e.get("OMNI_STT_STYLE", "chat_audio"),  # type: ignore[arg-type]
-            stt_model=e.get("OMNI_STT_MODEL") or None, stt_language=e.get("AGENT_LANGUAGE_CODE", "en"),
-            request_timeout_s=float(e.get("OMNI_TIMEOUT_S", "15")),
-            plain_string_content=e.get("OMNI_PLAIN_STRING_CONTENT", "0") == "1")
-        llm = LLMConfig(
-            system_prompt=e.get("AGENT_SYSTEM_PROMPT", LLMConfig.system_prompt),
-            max_tokens=int(e.get("LLM_MAX_TOKENS", "200")), temperature=float(e.get("LLM_TEMPERATURE", "0.7")),
-            history_max_turns=int(e.get("LLM_HISTORY_TURNS", "12")),
-            send_modalities=e.get("OMNI_SEND_MODALITIES", "1") == "1")
-        return cls(
-            omni=omni, llm=llm,
-            voice=VoiceOptions(speaker=e.get("TTS_SPEAKER", "ryan"), language=e.get("TTS_LANGUAGE", "english")),
-            duplex=DuplexConfig(barge_in_min_speech_s=float(e.get("BARGE_IN_MIN_SPEECH_S", "0")),
-                                false_interruption=e.get("FALSE_INTERRUPTION", "resume"),  # type: ignore[arg-type]
-                                early_pause_threshold=_early_pause(e.get("BARGE_IN_EARLY_PAUSE", ""))),
-            echo=EchoGateConfig(enabled=e.get("ECHO_GATE", "1") == "1",
-                                min_ratio=float(e.get("ECHO_GATE_RATIO", str(EchoGateConfig.min_ratio))),
-                                adaptive=e.get("ECHO_GATE_ADAPTIVE", "1") == "1"),
-            turn=_turn_config(e),
-            traces_dir=e.get("AGENT_TRACES_DIR", "traces"),
-            greeting=e.get("AGENT_GREETING") or None)
+        return AGENT_ENV.build(e, omni=OMNI_ENV.build(e), llm=LLM_ENV.build(e), voice=VOICE_ENV.build(e),
+                               duplex=DUPLEX_ENV.build(e), echo=ECHO_ENV.build(e), turn=TURN_ENV.build(e).resolve())
 
 
 # where scripts/install_turn_model.sh puts the Smart Turn model (the repository's tool folder)
 DEFAULT_TURN_MODEL = Path(__file__).resolve().parents[1] / ".tools" / "smart-turn" / "smart-turn-v3.2-cpu.onnx"
 
 
-def _turn_config(e: dict[str, str] | os._Environ[str]) -> TurnConfig:
-    """AGENT_END_OF_TURN: smart_turn, vad, or auto (default: smart_turn when its model is installed)."""
-    mode = e.get("AGENT_END_OF_TURN", "auto").strip().lower() or "auto"
-    model = e.get("AGENT_TURN_MODEL") or str(DEFAULT_TURN_MODEL)
-    if mode == "auto":
-        mode = "smart_turn" if Path(model).is_file() else "vad"
-    elif mode == "smart_turn" and not Path(model).is_file():
-        raise ValueError(f"AGENT_END_OF_TURN=smart_turn but the model {model} is missing: run "
-                         "scripts/install_turn_model.sh (or set AGENT_TURN_MODEL, or AGENT_END_OF_TURN=vad)")
-    return TurnConfig(end_of_turn=mode, smart_turn_model=model if mode == "smart_turn" else "")  # type: ignore[arg-type]
+@dataclass(frozen=True)
+class TurnChoice:
+    """AGENT_END_OF_TURN / AGENT_TURN_MODEL as asked for; `resolve` makes the TurnConfig."""
+
+    end_of_turn: str = "auto"  # smart_turn, vad, or auto: smart_turn when its model is installed
+    model: str = str(DEFAULT_TURN_MODEL)
+
+    def resolve(self) -> TurnConfig:
+        mode = self.end_of_turn
+        if mode == "auto":
+            mode = "smart_turn" if Path(self.model).is_file() else "vad"
+        elif mode == "smart_turn" and not Path(self.model).is_file():
+            raise ValueError(f"AGENT_END_OF_TURN=smart_turn but the model {self.model} is missing: run "
+                             "scripts/install_turn_model.sh (or set AGENT_TURN_MODEL, or AGENT_END_OF_TURN=vad)")
+        return TurnConfig(end_of_turn=mode,  # type: ignore[arg-type]  # TurnConfig rejects others
+                          smart_turn_model=self.model if mode == "smart_turn" else "")
 
 
 def _early_pause(raw: str) -> float | None:
-    """BARGE_IN_EARLY_PAUSE: a speech probability, "off", or empty for the default."""
-    raw = raw.strip().lower()
-    if not raw:
-        return DuplexConfig.early_pause_threshold
-    if raw in ("off", "0", "none"):
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"BARGE_IN_EARLY_PAUSE={raw!r}: give a speech probability in (0, 1) or 'off'") from None
+    """BARGE_IN_EARLY_PAUSE: a speech probability, or "off" (also 0, none) for no early pause."""
+    return None if raw.lower() in ("off", "0", "none") else float(raw)
 
 
-def engine_config_from_env(env: dict[str, str] | None = None) -> EngineConfig:
-    """The TTS engine's settings from the environment (the README's table lists each variable)."""
-    e = os.environ if env is None else env
-    device = e.get("TTS_DEVICE", "cpu")
-    graphs = e.get("TTS_CUDA_GRAPHS")
-    return EngineConfig(
-        model=e.get("TTS_MODEL") or None, random_weights=e.get("TTS_RANDOM_WEIGHTS") or None,
-        device=device, dtype=e.get("TTS_DTYPE") or None, seed=int(e.get("TTS_SEED", "0")),
-        max_streams=int(e.get("TTS_MAX_STREAMS", "16")),
-        cuda_graphs=None if graphs is None else graphs == "1",
-        output_sample_rate=int(e.get("TTS_OUTPUT_RATE", "24000")))
+def engine_config_from_env(env: Mapping[str, str] | None = None) -> EngineConfig:
+    """The TTS engine's settings from the environment (ENGINE_ENV; the README's table lists each variable)."""
+    return ENGINE_ENV.build(os.environ if env is None else env)
 
 
 @dataclass(frozen=True)
@@ -167,20 +134,40 @@ class WorkerConfig:
             raise ValueError("host (AGENT_HOST) must not be empty")
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> WorkerConfig:
-        e = os.environ if env is None else env
-        defaults = cls()
-        return cls(livekit_url=e.get("LIVEKIT_URL", ""), agent_name=e.get("AGENT_NAME", ""),
-                   max_sessions=_int(e, "AGENT_MAX_SESSIONS", defaults.max_sessions),
-                   host=e.get("AGENT_HOST") or defaults.host,
-                   health_port=_int(e, "AGENT_HEALTH_PORT", defaults.health_port))
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
+        return WORKER_ENV.build(os.environ if env is None else env)
 
 
-def _int(env: dict[str, str] | os._Environ[str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
+# ---- which variable sets which field (an unset one leaves the field's default) -----------------------
+
+OMNI_ENV = EnvSpec(OmniConfig, (
+    Var("OMNI_BASE_URL", "base_url",
+        hint="point it at a vLLM-Omni (or OpenAI-compatible) server, e.g. http://127.0.0.1:8091/v1"),
+    Var("OMNI_API_KEY", "api_key"), Var("OMNI_MODEL", "model"), Var("OMNI_STT_STYLE", "stt_style"),
+    Var("OMNI_STT_MODEL", "stt_model"), Var("AGENT_LANGUAGE_CODE", "stt_language"),
+    Var("OMNI_TIMEOUT_S", "request_timeout_s", NUMBER),
+    Var("OMNI_PLAIN_STRING_CONTENT", "plain_string_content", FLAG)))
+LLM_ENV = EnvSpec(LLMConfig, (
+    Var("AGENT_SYSTEM_PROMPT", "system_prompt"), Var("LLM_MAX_TOKENS", "max_tokens", INTEGER),
+    Var("LLM_TEMPERATURE", "temperature", NUMBER), Var("LLM_HISTORY_TURNS", "history_max_turns", INTEGER),
+    Var("OMNI_SEND_MODALITIES", "send_modalities", FLAG)))
+VOICE_ENV = EnvSpec(VoiceOptions, (Var("TTS_SPEAKER", "speaker"), Var("TTS_LANGUAGE", "language")))
+DUPLEX_ENV = EnvSpec(DuplexConfig, (
+    Var("BARGE_IN_MIN_SPEECH_S", "barge_in_min_speech_s", NUMBER), Var("FALSE_INTERRUPTION", "false_interruption"),
+    Var("BARGE_IN_EARLY_PAUSE", "early_pause_threshold",
+        Parser("a speech probability in (0, 1) or 'off'", _early_pause))))
+ECHO_ENV = EnvSpec(EchoGateConfig, (
+    Var("ECHO_GATE", "enabled", FLAG), Var("ECHO_GATE_ADAPTIVE", "adaptive", FLAG),
+    Var("ECHO_GATE_RATIO", "min_ratio", NUMBER)))
+TURN_ENV = EnvSpec(TurnChoice, (
+    Var("AGENT_END_OF_TURN", "end_of_turn", Parser("auto, vad or smart_turn", str.lower)),
+    Var("AGENT_TURN_MODEL", "model")))
+AGENT_ENV = EnvSpec(AgentConfig, (Var("AGENT_TRACES_DIR", "traces_dir"), Var("AGENT_GREETING", "greeting")))
+ENGINE_ENV = EnvSpec(EngineConfig, (
+    Var("TTS_MODEL", "model"), Var("TTS_RANDOM_WEIGHTS", "random_weights"), Var("TTS_DEVICE", "device"),
+    Var("TTS_DTYPE", "dtype"), Var("TTS_SEED", "seed", INTEGER), Var("TTS_MAX_STREAMS", "max_streams", INTEGER),
+    Var("TTS_CUDA_GRAPHS", "cuda_graphs", FLAG), Var("TTS_OUTPUT_RATE", "output_sample_rate", INTEGER)))
+WORKER_ENV = EnvSpec(WorkerConfig, (
+    Var("LIVEKIT_URL", "livekit_url"), Var("AGENT_NAME", "agent_name"),
+    Var("AGENT_MAX_SESSIONS", "max_sessions", INTEGER), Var("AGENT_HOST", "host"),
+    Var("AGENT_HEALTH_PORT", "health_port", INTEGER)))

@@ -19,8 +19,8 @@ logger = logging.getLogger("token_server")
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m token_server", description=__doc__)
-    parser.add_argument("--host", help="bind address (default: TOKEN_SERVER_HOST or 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (default: TOKEN_SERVER_PORT or 8080)")
+    parser.add_argument("--host", help=f"bind address (default: TOKEN_SERVER_HOST or {TokenServerConfig.host})")
+    parser.add_argument("--port", type=int, help=f"port (default: TOKEN_SERVER_PORT or {TokenServerConfig.port})")
     parser.add_argument("--allow-dev-keys", action="store_true",
                         help="direct mode without LIVEKIT_API_KEY/SECRET: use a random key pair for this "
                              "process only (to try the page; an agent cannot verify these tokens)")

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from .env import COMMA_LIST, INTEGER, NUMBER, PATH, ConfigError, EnvSpec, Var, given
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_AGENT_OFFER_URL = "http://127.0.0.1:8081/api/offer"
@@ -21,10 +23,6 @@ MIN_TTL_S, MAX_TTL_S = 60, 86400
 MIN_SECRET_LEN = 32  # HS256 keys shorter than the 256-bit digest are guessable offline from one token
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{0,48}")  # + a 16-char suffix stays within the 64-char room rule
 _AGENT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-class ConfigError(ValueError):
-    """A setting is missing or invalid; the message names the setting (and its env variable)."""
 
 
 def _default_web_dir() -> Path:
@@ -104,27 +102,14 @@ class TokenServerConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, allow_dev_keys: bool = False) -> TokenServerConfig:
-        """Read the settings from `env` (default os.environ). Empty values count as unset.
+        """Read the settings from `env` (default os.environ): TOKEN_ENV below; empty values count as unset.
 
         With `allow_dev_keys=True`, direct mode and neither key nor secret set, a random pair is
         generated for this process only (logged as a warning): good for trying the page, useless for
         an agent, which must be given the same pair."""
         e = os.environ if env is None else env
-
-        def get(name: str) -> str | None:
-            value = e.get(name, "").strip()
-            return value or None
-
-        def get_int(name: str, default: int) -> int:
-            raw = get(name)
-            if raw is None:
-                return default
-            try:
-                return int(raw)
-            except ValueError:
-                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-
-        key, secret, livekit_url = get("LIVEKIT_API_KEY"), get("LIVEKIT_API_SECRET"), get("LIVEKIT_URL")
+        key, secret = given(e, "LIVEKIT_API_KEY"), given(e, "LIVEKIT_API_SECRET")
+        livekit_url = given(e, "LIVEKIT_URL")
         if key is None and secret is None and livekit_url is None and allow_dev_keys:
             key, secret = f"dev-{secrets.token_hex(4)}", secrets.token_urlsafe(32)
             logger.warning("LIVEKIT_API_KEY/LIVEKIT_API_SECRET not set: using a random dev key pair (key %s) "
@@ -132,23 +117,14 @@ class TokenServerConfig:
         if key is None or secret is None:
             raise ConfigError("LIVEKIT_API_KEY and LIVEKIT_API_SECRET must both be set (the same pair the "
                               "LiveKit server or the direct-mode agent uses to verify tokens)")
-        kwargs: dict = {}
-        if (web_dir := get("WEB_DIR")) is not None:
-            kwargs["web_dir"] = Path(web_dir)
-        if (per_min := get("TOKEN_RATE_LIMIT_PER_MIN")) is not None:
-            try:
-                kwargs["rate_limit_per_min"] = float(per_min)
-            except ValueError:
-                raise ConfigError(f"TOKEN_RATE_LIMIT_PER_MIN must be a number, got {per_min!r}") from None
-        if get("TOKEN_RATE_LIMIT_BURST") is not None:
-            kwargs["rate_limit_burst"] = get_int("TOKEN_RATE_LIMIT_BURST", 0)
-        if (origins := get("TOKEN_SERVER_ALLOWED_ORIGINS")) is not None:
-            kwargs["allowed_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
-        return cls(
-            api_key=key, api_secret=secret, livekit_url=livekit_url,
-            agent_offer_url=get("AGENT_OFFER_URL") or DEFAULT_AGENT_OFFER_URL,
-            agent_name=get("AGENT_NAME"),
-            token_ttl_s=get_int("TOKEN_TTL_S", 3600),
-            host=get("TOKEN_SERVER_HOST") or "127.0.0.1",
-            port=get_int("TOKEN_SERVER_PORT", 8080),
-            **kwargs)
+        return TOKEN_ENV.build(e, api_key=key, api_secret=secret)
+
+
+TOKEN_ENV = EnvSpec(TokenServerConfig, (
+    Var("LIVEKIT_API_KEY", "api_key"), Var("LIVEKIT_API_SECRET", "api_secret"), Var("LIVEKIT_URL", "livekit_url"),
+    Var("AGENT_OFFER_URL", "agent_offer_url"), Var("AGENT_NAME", "agent_name"),
+    Var("TOKEN_TTL_S", "token_ttl_s", INTEGER), Var("TOKEN_SERVER_HOST", "host"),
+    Var("TOKEN_SERVER_PORT", "port", INTEGER), Var("WEB_DIR", "web_dir", PATH),
+    Var("TOKEN_SERVER_ALLOWED_ORIGINS", "allowed_origins", COMMA_LIST),
+    Var("TOKEN_RATE_LIMIT_PER_MIN", "rate_limit_per_min", NUMBER),
+    Var("TOKEN_RATE_LIMIT_BURST", "rate_limit_burst", INTEGER)))

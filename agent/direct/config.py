@@ -1,5 +1,5 @@
 """Direct mode's settings: one frozen dataclass, validated on construction; environment variables
-are read only in `from_env` (the edge). README.md in this folder lists every variable."""
+are read only in `from_env` (the edge), as DIRECT_ENV says. README.md in this folder lists every variable."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from token_server.env import COMMA_LIST, INTEGER, NUMBER, EnvSpec, Var
 
 DEFAULT_ORIGINS = ("http://127.0.0.1:8080", "http://localhost:8080")  # the token server's page
 
@@ -66,30 +68,18 @@ class DirectServerConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DirectServerConfig:
-        e = os.environ if env is None else env
+        return DIRECT_ENV.build(os.environ if env is None else env)
 
-        def get(name: str) -> str | None:
-            value = e.get(name, "").strip()
-            return value or None
 
-        def split(name: str) -> tuple[str, ...] | None:
-            raw = get(name)
-            return None if raw is None else tuple(p.strip() for p in raw.split(",") if p.strip())
-
-        kwargs: dict = {}
-        if (per_min := get("DIRECT_OFFER_RATE_PER_MIN")) is not None:
-            kwargs["offer_rate_per_min"] = float(per_min)
-        if (burst := get("DIRECT_OFFER_RATE_BURST")) is not None:
-            kwargs["offer_rate_burst"] = int(burst)
-        if (hosts := split("DIRECT_ICE_HOSTS")) is not None:
-            kwargs["ice_host_addresses"] = hosts
-        if (origins := split("DIRECT_ALLOWED_ORIGINS")) is not None:
-            kwargs["allowed_origins"] = origins
-        if (prefetch := get("DIRECT_JITTER_PREFETCH")) is not None:
-            kwargs["jitter_prefetch"] = int(prefetch)
-        return cls(api_key=get("LIVEKIT_API_KEY") or "", api_secret=get("LIVEKIT_API_SECRET") or "",
-                   host=get("DIRECT_HOST") or "127.0.0.1", port=int(get("DIRECT_PORT") or 8081),
-                   max_peers=int(get("DIRECT_MAX_PEERS") or 4),
-                   disconnect_grace_s=float(get("DIRECT_DISCONNECT_GRACE_S") or 5.0),
-                   connect_timeout_s=float(get("DIRECT_CONNECT_TIMEOUT_S") or 20.0),
-                   media_timeout_s=float(get("DIRECT_MEDIA_TIMEOUT_S") or 15.0), **kwargs)
+_KEY_PAIR = "the token server's key pair: offers must carry a token it minted"
+DIRECT_ENV = EnvSpec(DirectServerConfig, (
+    Var("LIVEKIT_API_KEY", "api_key", hint=_KEY_PAIR), Var("LIVEKIT_API_SECRET", "api_secret", hint=_KEY_PAIR),
+    Var("DIRECT_HOST", "host"), Var("DIRECT_PORT", "port", INTEGER),
+    Var("DIRECT_ICE_HOSTS", "ice_host_addresses", COMMA_LIST),
+    Var("DIRECT_ALLOWED_ORIGINS", "allowed_origins", COMMA_LIST), Var("DIRECT_MAX_PEERS", "max_peers", INTEGER),
+    Var("DIRECT_DISCONNECT_GRACE_S", "disconnect_grace_s", NUMBER),
+    Var("DIRECT_CONNECT_TIMEOUT_S", "connect_timeout_s", NUMBER),
+    Var("DIRECT_MEDIA_TIMEOUT_S", "media_timeout_s", NUMBER),
+    Var("DIRECT_OFFER_RATE_PER_MIN", "offer_rate_per_min", NUMBER),
+    Var("DIRECT_OFFER_RATE_BURST", "offer_rate_burst", INTEGER),
+    Var("DIRECT_JITTER_PREFETCH", "jitter_prefetch", INTEGER)))

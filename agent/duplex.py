@@ -69,12 +69,20 @@ class DuplexConfig:
             raise ValueError("early_pause_threshold must be in (0, 1), or None to pause at the VAD's start of speech")
 
 
+def _window_seconds(ev: lk_vad.VADEvent) -> float:
+    """How much audio the VAD judged for this event (one 32 ms Silero window at 16 kHz)."""
+    return sum(f.samples_per_channel / f.sample_rate for f in ev.frames) if ev.frames else 0.032
+
+
 @dataclass
 class EarlyPause:
     """The output silenced on one hot VAD window, before the VAD confirms speech (monotonic seconds)."""
 
     paused_at: float
     audible_until: float  # the frame in flight when it paused still sounds until then
+    # the middle of the hot window's audio (the speech began somewhere in it): the onset is no later,
+    # however late the VAD's own backdated start of speech comes when inference runs behind
+    speech_by: float
     cold_windows: int = 0
 
 
@@ -187,7 +195,8 @@ class DuplexController:
         if early is None:
             if hot and not ev.speaking and self.state in (DuplexState.THINKING, DuplexState.SPEAKING):
                 now = time.monotonic()
-                self.early = EarlyPause(paused_at=now, audible_until=max(now, self._audible_until(now)))
+                self.early = EarlyPause(paused_at=now, audible_until=max(now, self._audible_until(now)),
+                                        speech_by=now - ev.inference_duration - _window_seconds(ev) / 2)
                 self.output.pause()  # silence first, let the VAD decide
                 self.early_pauses += 1
             return
@@ -251,8 +260,9 @@ class DuplexController:
         early, self.early = self.early, None  # the barge-in takes over the early pause
         silent_at = early.audible_until if early is not None else max(now, self._audible_until(now))
         streams = [s.engine_stream for s in self.tts.active_streams if s.engine_stream is not None]
-        return BargeIn(detected_at=now, silent_at=silent_at, while_state=self.state.value,
-                       onset_at=None if onset_at is None else min(onset_at, now),
+        known = [t for t in (onset_at, early.speech_by if early is not None else None) if t is not None]
+        onset_at = min([*known, now]) if known else None
+        return BargeIn(detected_at=now, silent_at=silent_at, while_state=self.state.value, onset_at=onset_at,
                        paused_at=early.paused_at if early is not None else now,
                        speech=self.session.current_speech, engine_streams=streams)
 

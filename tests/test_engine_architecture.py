@@ -15,7 +15,7 @@ MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
 # The channel's engine face: written by the engine thread's executor and nothing else.
 ENGINE_FACE = {"take_text", "note_tokens", "should_stop", "admitted", "stepped", "deliver", "finish", "fail"}
 # Plain-data modules: the policy, the channel and what they hand out import no torch and no model code.
-PLAIN = {"frames", "errors", "packets", "text_clean", "channel", "slots", "plan", "stream"}
+PLAIN = {"frames", "errors", "packets", "text_clean", "channel", "slots", "plan", "stream", "word_timing"}
 
 
 def _tree(module: str) -> ast.Module:

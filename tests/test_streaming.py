@@ -130,17 +130,38 @@ def test_frame_cap_follows_text_length(greedy_engine):
     assert stream.stats.finish_reason == "frame_cap"
 
 
-def test_spoken_text_follows_the_dual_track_alignment(greedy_engine):
+def test_word_timings_follow_the_dual_track_alignment(greedy_engine):
+    text = "The talker reads one text token per frame while it speaks."
+    stream = greedy_engine.open_stream(speaker="ryan", language="english", max_frames=40)
+    stream.push_text(text)
+    stream.end_text()
+    packets = list(stream)
+    tokens = greedy_engine.text_tokenizer.encode(text)
+    words = stream.word_timings()
+    assert [w.word for w in words] == text.split()  # one per word, punctuation on its word
+    # a word starts at the frame that read its first token (frame k carries text token k) ...
+    assert [w.start_s for w in words] == pytest.approx([w.first_token * FRAME_S for w in words])
+    assert words[0].start_s == 0.0 and all(w.final for w in words)
+    # ... and ends where the next one starts: monotonic, no gaps, the last one ends with the audio
+    assert all(a.end_s == b.start_s and a.start_s < a.end_s for a, b in zip(words, words[1:], strict=False))
+    audio_s = sum(len(p.pcm) for p in packets) / packets[0].sample_rate
+    assert words[-1].end_s == pytest.approx(audio_s)
+    assert [greedy_engine.text_tokenizer.decode(tokens[w.first_token:w.end_token]).strip() for w in words] == text.split()
+
+
+def test_spoken_text_is_the_words_heard_to_their_end(greedy_engine):
     text = "The talker reads one text token per frame while it speaks."
     stream = greedy_engine.open_stream(speaker="ryan", language="english", max_frames=40)
     stream.push_text(text)
     stream.end_text()
     list(stream)
-    tokens = greedy_engine.text_tokenizer.encode(text)
-    # seconds of audio played: frame k (80 ms) carries text token k
-    assert stream.spoken_text(0.0) == "" and stream.spoken_text(FRAME_S - 0.001) == ""
-    assert stream.spoken_text(3 * FRAME_S) == greedy_engine.text_tokenizer.decode(tokens[:3]).strip()
-    assert stream.spoken_text(0.25) == stream.spoken_text(3 * FRAME_S)  # a partly played frame is not said
+    words = stream.word_timings()
+    assert stream.spoken_text(0.0) == "" and stream.spoken_text(words[0].end_s - 0.01) == ""
+    assert stream.spoken_text(words[0].end_s) == words[0].word
+    third = words[2]
+    assert stream.spoken_text(third.end_s) == " ".join(w.word for w in words[:3])
+    # a word cut in its middle was not heard as a word
+    assert stream.spoken_text((third.start_s + third.end_s) / 2) == " ".join(w.word for w in words[:2])
     assert text.startswith(stream.spoken_text(5 * FRAME_S))
     assert stream.spoken_text(1000.0) == text
 

@@ -17,9 +17,10 @@ from .errors import (
 )
 from .packets import AudioPacket
 from .stream import TTSStream
+from .word_timing import WordTiming
 
 __all__ = [
     "AudioPacket", "EngineBusy", "EngineClosed", "EngineConfig", "FrameCapConfig", "InvalidTextError",
     "SamplingConfig", "SchedulerConfig", "StreamError", "TTSEngine", "TTSEngineError", "TTSStream", "UnknownLanguageError",
-    "UnknownSpeakerError", "UnsupportedModelError",
+    "UnknownSpeakerError", "UnsupportedModelError", "WordTiming",
 ]

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import numpy as np
 
 from .channel import StreamChannel
-from .frames import whole_frames
 from .packets import AudioPacket, StreamStats
+from .word_timing import WordTiming, heard_words, word_timings
 
 __all__ = ["AudioPacket", "StreamStats", "TTSStream"]
 
@@ -77,14 +77,18 @@ class TTSStream:
         """The codec frames generated so far: int64 [frames, 16]."""
         return self._channel.codes()
 
-    def spoken_text(self, seconds_played: float) -> str:
-        """The text spoken by the first `seconds_played` seconds of audio (what an interrupted reply said).
+    def word_timings(self) -> list[WordTiming]:
+        """The words said so far, each with its start and end on the output timeline (seconds):
+        read off the dual-track alignment (tts_engine/word_timing.py says how exact that is)."""
+        stats = self._channel.stats
+        return word_timings(self._channel.tokens(), stats.frames, self._decode, aligned=not self._channel.offline,
+                            complete=stats.finish_reason is not None)
 
-        In dual-track streaming the talker reads text token k at frame k and says it within a frame
-        or two, so the tokens of the frames played are what was heard: an estimate at token
-        granularity, not a forced alignment."""
-        tokens = self._channel.tokens()[:whole_frames(seconds_played)]
-        return self._decode(tokens).strip() if tokens else ""
+    def spoken_text(self, seconds_played: float) -> str:
+        """The text of the words heard to their end in the first `seconds_played` seconds of audio
+        (what an interrupted reply said, up to its last whole word)."""
+        heard = heard_words(self.word_timings(), seconds_played)
+        return self._decode(self._channel.tokens()[:heard[-1].end_token]).strip() if heard else ""
 
     # ---- output --------------------------------------------------------------------------------
 

@@ -6,7 +6,17 @@ from __future__ import annotations
 import pytest
 
 from tts_engine.frames import FRAME_S
-from tts_engine.plan import IDLE_SLEEP_S, MIN_SLEEP_S, EngineState, Phase, Plan, StreamView, plan_step
+from tts_engine.plan import (
+    GUARDED_PREFILLS,
+    IDLE_SLEEP_S,
+    MIN_SLEEP_S,
+    EngineState,
+    Phase,
+    Plan,
+    Priority,
+    StreamView,
+    plan_step,
+)
 
 NOW = 1000.0  # the made-up clock
 
@@ -21,9 +31,9 @@ def new(id: int, **kw) -> StreamView:
     return StreamView(id=id, phase=Phase.PREFILL, prefill_ready=True, **kw)
 
 
-def plan(*streams: StreamView, max_batch: int = 32, max_lead_s: float | None = None, background: int = 0,
-         now: float = NOW) -> Plan:
-    return plan_step(EngineState(streams=streams, max_batch=max_batch, max_lead_s=max_lead_s,
+def plan(*streams: StreamView, max_batch: int = 32, max_lead_s: float | None = None, guard_s: float = 0.3,
+         background: int = 0, now: float = NOW) -> Plan:
+    return plan_step(EngineState(streams=streams, max_batch=max_batch, max_lead_s=max_lead_s, guard_s=guard_s,
                                  background_jobs=background), now)
 
 
@@ -112,3 +122,79 @@ def test_background_work_only_when_nothing_else_can_run():
     held = playing(1, frames=20, playing_for=0.1)
     assert plan(held, max_lead_s=0.3, background=1) == Plan(background=True)  # held back counts as idle
     assert plan(new(1, stopping=True), background=1) == Plan(drop=(1,))  # a drop is work
+
+
+# ---- priority classes: live calls, then API streams, then whole files ------------------------------
+
+LIVE, STREAMING, WHOLE = Priority.LIVE, Priority.STREAMING, Priority.WHOLE
+
+
+def ahead(id: int, lead: float, priority: Priority = LIVE, **kw) -> StreamView:
+    """A running stream of `priority` with `lead` seconds of audio buffered ahead of its playback."""
+    return playing(id, frames=25, playing_for=25 * FRAME_S - lead, priority=priority, **kw)
+
+
+def test_classes_go_in_order_whatever_their_slack():
+    streams = (ahead(3, 0.35, WHOLE), ahead(2, 0.4, STREAMING), ahead(1, 0.9, LIVE))  # all above the guard
+    assert plan(*streams).predict == (1, 2, 3)
+    assert plan(*streams, max_batch=2).predict == (1, 2)  # the whole file waits, though least buffered
+
+
+def test_within_a_class_earliest_deadline_first_and_ties_keep_admission_order():
+    streams = [ahead(i, 0.5, STREAMING) for i in (5, 3, 8)] + [ahead(9, 0.4, STREAMING), ahead(1, 1.0)]
+    assert plan(*streams).predict == (1, 9, 5, 3, 8)
+    assert plan(*streams, max_batch=3).predict == (1, 9, 5)
+
+
+def test_a_live_stream_under_the_guard_runs_alone():
+    """Every extra row makes the step slower: while a live stream has less than guard_s buffered,
+    no lower class joins - not even one that is further behind."""
+    others = (ahead(2, 0.0, STREAMING), ahead(3, -0.2, WHOLE))
+    assert plan(ahead(1, 0.29), *others, guard_s=0.3).predict == (1,)
+    # the live one is safe: the API stream joins, and being under the guard itself holds the whole file back
+    assert plan(ahead(1, 0.31), *others, guard_s=0.3).predict == (1, 2)
+    assert plan(ahead(1, 0.1), *others, guard_s=0.0).predict == (1, 2, 3)  # no guard: only class order
+
+
+def test_a_new_live_stream_runs_alone_until_it_has_the_guard_ahead():
+    running = (ahead(2, 0.5, STREAMING), ahead(3, 0.5, WHOLE))
+    p = plan(*running, new(9))
+    assert (p.prefill, p.predict, p.talk) == ((9,), (9,), (9,))
+    assert plan(*running, playing(9, frames=1, playing_for=0.0)).predict == (9,)  # 80 ms buffered: not yet
+    assert plan(*running, ahead(9, 0.31)).predict == (9, 2, 3)
+
+
+def test_an_api_stream_under_the_guard_holds_back_whole_files_but_not_live_calls():
+    assert plan(ahead(1, 0.5), ahead(2, 0.1, STREAMING), ahead(3, 0.0, WHOLE)).predict == (1, 2)
+    p = plan(ahead(1, 0.5), new(2, priority=STREAMING), ahead(3, 0.0, WHOLE))
+    assert (p.prefill, p.predict) == ((2,), (1, 2))
+
+
+def test_nothing_starves_while_the_live_streams_are_safe():
+    whole = ahead(3, 0.0, WHOLE)
+    assert plan(ahead(1, 0.5), ahead(2, 0.6, STREAMING), whole).predict == (1, 2, 3)  # all above the guard
+    assert plan(ahead(1, 1.2), whole, max_lead_s=1.0).predict == (3,)  # the live one is held back: no row
+    waiting = playing(1, frames=3, playing_for=1.0, phase=Phase.TALK, text_horizon=3)  # behind, but no text
+    assert plan(waiting, whole).talk == (3,)
+    assert plan(StreamView(id=1, phase=Phase.PREFILL), whole).predict == (3,)  # opened, no text yet
+    assert plan(whole).predict == (3,)
+
+
+def test_whole_files_ignore_the_lead_limit_and_api_streams_keep_it():
+    assert plan(ahead(1, 1.5, WHOLE), max_lead_s=1.0).predict == (1,)
+    held = plan(ahead(1, 1.5, STREAMING), max_lead_s=1.0)
+    assert held.predict == () and held.sleep_s == pytest.approx(0.5)
+    assert not ahead(1, 0.0, WHOLE).paced and not ahead(1, 0.0, offline=True).paced
+    assert ahead(1, 0.0, STREAMING).paced and ahead(1, 0.0).paced
+
+
+def test_lower_classes_prefill_one_new_stream_per_step_beside_a_more_urgent_open_stream():
+    """A whole text's prompt is the costliest row: a burst of them must not make one long step."""
+    assert GUARDED_PREFILLS == 1
+    burst = (new(2, priority=WHOLE), new(3, priority=WHOLE), new(4, priority=WHOLE))
+    assert plan(ahead(1, 0.5), *burst).prefill == (2,)
+    assert plan(StreamView(id=1, phase=Phase.PREFILL), *burst).prefill == (2,)  # the call's text is coming
+    assert plan(*burst).prefill == (2, 3, 4)  # nothing more urgent open: all at once
+    assert plan(new(1), new(5), new(6)).prefill == (1, 5, 6)  # live calls are never capped
+    p = plan(new(2, priority=WHOLE), new(3, priority=STREAMING), new(4, priority=STREAMING))
+    assert p.prefill == (3, 4)  # the API streams are unsafe (no audio yet): the whole file waits

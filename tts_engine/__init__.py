@@ -16,11 +16,12 @@ from .errors import (
     UnsupportedModelError,
 )
 from .packets import AudioPacket
+from .plan import Priority
 from .stream import TTSStream
 from .word_timing import WordTiming
 
 __all__ = [
     "AudioPacket", "EngineBusy", "EngineClosed", "EngineConfig", "FrameCapConfig", "InvalidTextError",
-    "SamplingConfig", "SchedulerConfig", "StreamError", "TTSEngine", "TTSEngineError", "TTSStream", "UnknownLanguageError",
+    "Priority", "SamplingConfig", "SchedulerConfig", "StreamError", "TTSEngine", "TTSEngineError", "TTSStream", "UnknownLanguageError",
     "UnknownSpeakerError", "UnsupportedModelError", "WordTiming",
 ]

@@ -64,16 +64,24 @@ class SchedulerConfig:
     max_lead_s: a stream whose delivered audio is this far ahead of real-time playback (counted
     from its first packet) is not stepped, so the device goes to streams that need it and little is
     thrown away on barge-in; None disables the limit. max_batch: most streams advanced in one step
-    (at most the largest batch bucket); beyond it the streams with the least playout slack go first.
+    (at most the largest batch bucket); beyond it live calls, then API streams, then whole files go
+    first, each class the streams with the least playout slack first. guard_s: a less urgent class
+    joins a step only when every runnable stream of the classes before it has this much audio
+    buffered (plan.py: the guard rule) - so it must exceed the longest step a full batch takes, or
+    a live call can underrun during one; at or above max_lead_s, lower classes run only while the
+    urgent streams are held back by the lead limit.
     """
 
     max_lead_s: float | None = 1.5
     max_batch: int = 32
     batch_buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    guard_s: float = 0.3
 
     def __post_init__(self) -> None:
         if self.max_lead_s is not None and self.max_lead_s <= 0:
             raise ValueError("max_lead_s must be > 0 (or None to disable)")
+        if self.guard_s < 0:
+            raise ValueError("guard_s must be >= 0 (0: lower classes wait only for a stream's first packet)")
         if not self.batch_buckets or list(self.batch_buckets) != sorted(set(self.batch_buckets)):
             raise ValueError("batch_buckets must be increasing and unique")
         if self.max_batch < 1 or self.max_batch > self.batch_buckets[-1]:
@@ -93,6 +101,9 @@ class EngineConfig:
 
     model: a local checkpoint folder or a hub id (Qwen3-TTS-12Hz CustomVoice). random_weights: instead
     of a checkpoint, the full-size architecture ('0.6b' or '1.7b') with random weights (benchmarks).
+    live_reserve_slots: of the max_streams slots, this many are kept for live calls - an API or
+    whole-file open is refused (EngineBusy) when no more than these are free - so a call's next reply
+    always finds a slot; at most max_streams - 1 are kept (`live_reserve`).
     """
 
     model: str | None = None
@@ -106,6 +117,7 @@ class EngineConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     prefix_cache: bool = True  # reuse the talker KV of the voice's fixed prompt part
     max_streams: int = 16
+    live_reserve_slots: int = 2
     max_context: int = 2048  # talker KV positions per stream (prompt + frames)
     max_text_chars: int = 4000
     output_sample_rate: int = DECODER_RATE  # the decoder's own rate: no resampling
@@ -121,6 +133,8 @@ class EngineConfig:
             raise ValueError(f"output_sample_rate must be one of {SUPPORTED_OUTPUT_RATES}")
         if self.max_streams < 1:
             raise ValueError("max_streams must be >= 1")
+        if self.live_reserve_slots < 0:
+            raise ValueError("live_reserve_slots must be >= 0")
         if self.max_context < 64:
             raise ValueError("max_context must be >= 64")
         if self.dtype is not None and self.dtype not in ("float32", "bfloat16", "float16"):
@@ -134,6 +148,11 @@ class EngineConfig:
     def torch_dtype(self) -> torch.dtype:
         name = self.dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
         return getattr(torch, name)
+
+    @property
+    def live_reserve(self) -> int:
+        """Slots kept for live calls: live_reserve_slots, leaving at least one slot for anyone."""
+        return min(self.live_reserve_slots, self.max_streams - 1)
 
     @property
     def use_cuda_graphs(self) -> bool:

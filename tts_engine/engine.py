@@ -5,6 +5,11 @@
         stream.push_text("Hello there."); stream.end_text()
         for packet in stream: play(packet.pcm)          # or: async for packet in stream
 
+Each stream has a priority class (plan.Priority): LIVE, the default of open_stream(), for a call's
+reply; STREAMING for an API request sent as it decodes; WHOLE, the default of synthesize(), for a
+whole file. The scheduler serves them in that order and keeps live calls ahead of playout; admission
+keeps EngineConfig.live_reserve slots free for live calls.
+
 The engine thread loops: admit newly opened streams -> executor.step() (take pushed text, plan_step
 decides who advances, the stages run batched across streams, packets go to each stream's channel)
 -> sleep only when the plan says there was nothing to do. Nothing here blocks a caller for longer
@@ -36,6 +41,7 @@ from .executor import StepExecutor
 from .frames import DECODER_RATE
 from .graph_runner import StepRunner
 from .model_loading import load_model
+from .plan import Priority
 from .prompt import resolve_voice
 from .runner import ModelRunner
 from .slots import SlotPool
@@ -52,7 +58,7 @@ class TTSEngine:
         self.loaded = load_model(config)
         self.text_tokenizer = SharedTokenizer(self.loaded.tokenizer)  # every thread's text goes through it
         self.runner = ModelRunner(self.loaded, config)
-        self.slots = SlotPool(config.max_streams)
+        self.slots = SlotPool(config.max_streams, reserve=config.live_reserve)
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._pending: list[Utterance] = []  # opened by callers, not yet seen by the engine thread
@@ -81,23 +87,28 @@ class TTSEngine:
         return self.loaded.is_test_voice
 
     def open_stream(self, speaker: str, language: str = "auto", max_frames: int | None = None,
-                    seed: int | None = None) -> TTSStream:
-        """Start an utterance whose text will arrive through push_text()/end_text()."""
-        stream, _channel = self._open(speaker, language, max_frames, seed, streaming=True)
+                    seed: int | None = None, *, priority: Priority = Priority.LIVE) -> TTSStream:
+        """Start an utterance whose text will arrive through push_text()/end_text().
+
+        priority: LIVE for a call's reply (the default: the agent's streams are live), STREAMING for
+        an API request whose audio goes out as it decodes, WHOLE for one whose caller wants the file.
+        A non-live open raises EngineBusy while only the live reserve of slots is free."""
+        stream, _channel = self._open(speaker, language, max_frames, seed, streaming=True, priority=priority)
         return stream
 
-    def synthesize(self, text: str, speaker: str, language: str = "auto",
-                   max_frames: int | None = None, seed: int | None = None) -> tuple[np.ndarray, int]:
+    def synthesize(self, text: str, speaker: str, language: str = "auto", max_frames: int | None = None,
+                   seed: int | None = None, *, priority: Priority = Priority.WHOLE) -> tuple[np.ndarray, int]:
         """Whole text in, whole float32 waveform at 24 kHz out (the package's non-streaming mode)."""
-        stream, channel = self._start_whole_text(text, speaker, language, max_frames, seed)
+        stream, channel = self._start_whole_text(text, speaker, language, max_frames, seed, priority)
         for _ in stream:
             pass
         channel.wait_closed()
         return channel.waveform(), DECODER_RATE
 
-    async def asynthesize(self, text: str, speaker: str, language: str = "auto",
-                          max_frames: int | None = None, seed: int | None = None) -> tuple[np.ndarray, int]:
-        stream, channel = self._start_whole_text(text, speaker, language, max_frames, seed)
+    async def asynthesize(self, text: str, speaker: str, language: str = "auto", max_frames: int | None = None,
+                          seed: int | None = None, *,
+                          priority: Priority = Priority.WHOLE) -> tuple[np.ndarray, int]:
+        stream, channel = self._start_whole_text(text, speaker, language, max_frames, seed, priority)
         async for _ in stream:
             pass
         channel.wait_closed()
@@ -117,9 +128,14 @@ class TTSEngine:
         with self._lock:
             pending = len(self._pending)
         ex = self.executor
+        underruns, running = dict(ex.underruns), ex.active_by_priority()
+        # flat numbers per class, so a metrics exporter that takes the numeric keys sees them all
+        by_class = {f"{p.name.lower()}_streams": running[p] for p in Priority}
+        by_class.update({f"{p.name.lower()}_underruns": underruns[p] for p in (Priority.LIVE, Priority.STREAMING)})
         return {"active_streams": self.slots.in_use, "pending": pending, "max_streams": self.config.max_streams,
-                "running_utterances": ex.active_count(), "steps": ex.step_index, "packets": ex.packets,
-                "underruns": ex.underruns, "cuda_graphs": self.steps.graph_count,
+                "live_reserve_slots": self.slots.reserve, "running_utterances": ex.active_count(),
+                "steps": ex.step_index, "packets": ex.packets, "underruns": sum(underruns.values()), **by_class,
+                "cuda_graphs": self.steps.graph_count,
                 "graph_replays": self.steps.graph_replays, "eager_fallbacks": self.steps.eager_fallbacks,
                 "graph_capture_error": self.steps.capture_error, **self.runner.device_bytes()}
 
@@ -160,35 +176,39 @@ class TTSEngine:
                 self.executor.background.append(functools.partial(self.runner.warm_prefix, voice))
 
     def _start_whole_text(self, text: str, speaker: str, language: str, max_frames: int | None,
-                          seed: int | None) -> tuple[TTSStream, StreamChannel]:
+                          seed: int | None, priority: Priority) -> tuple[TTSStream, StreamChannel]:
         if not isinstance(text, str) or not text.strip():
             raise InvalidTextError("empty text: nothing to synthesize")
         if len(text) > self.config.max_text_chars:
             raise InvalidTextError(f"text has {len(text)} characters; the limit is {self.config.max_text_chars} "
                                    f"(EngineConfig.max_text_chars)")
-        stream, channel = self._open(speaker, language, max_frames, seed, streaming=False)
+        stream, channel = self._open(speaker, language, max_frames, seed, streaming=False, priority=priority)
         stream.push_text(text)
         stream.end_text()
         return stream, channel
 
     def _open(self, speaker: str, language: str, max_frames: int | None, seed: int | None,
-              streaming: bool) -> tuple[TTSStream, StreamChannel]:
+              streaming: bool, priority: Priority) -> tuple[TTSStream, StreamChannel]:
         """A new stream and its channel; whole-text (not streaming) streams are offline synthesis."""
         voice = resolve_voice(self.loaded.talker_config, speaker, language, self.languages)
         if max_frames is not None and max_frames < 1:
             raise ValueError("max_frames must be >= 1")
+        if not isinstance(priority, Priority):
+            raise TypeError(f"priority must be a tts_engine.Priority ({', '.join(p.name for p in Priority)}), "
+                            f"got {priority!r}")
         with self._lock:
             if self._closed or self._fatal is not None:
                 raise EngineClosed(f"the TTS engine is closed{f' ({self._fatal})' if self._fatal else ''}")
             stream_id = next(self._ids)
-            slot = self.slots.take(stream_id)  # raises EngineBusy when every slot is held
+            # raises EngineBusy when every slot is held, or (not live) all that are free are the reserve
+            slot = self.slots.take(stream_id, use_reserve=priority is Priority.LIVE)
             channel = StreamChannel(stream_id, self.config.max_text_chars, offline=not streaming)
             self._pending.append(Utterance(
                 channel=channel, slot=slot, voice=voice, streaming=streaming,
                 seed=self.config.seed if seed is None else seed, max_frames=max_frames,
                 tokenizer=IncrementalTokenizer(self.text_tokenizer),
                 packetizer=Packetizer(output_rate=self.config.output_sample_rate),
-                frame_cap=self.config.frame_cap, offline=not streaming))
+                frame_cap=self.config.frame_cap, priority=priority, offline=not streaming))
         self._wake()
         stream = TTSStream(channel, wake=self._wake, release=self.slots.release, decode=self.text_tokenizer.decode)
         return stream, channel

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from .config import SchedulerConfig
 from .errors import StreamError, TTSEngineError
 from .graph_runner import StepRunner
-from .plan import EngineState, Phase, Plan, plan_step
+from .plan import EngineState, Phase, Plan, Priority, plan_step
 from .runner import ModelRunner
 from .slots import SlotPool
 from .utterance import Utterance
@@ -42,7 +43,9 @@ class StepExecutor:
         self.active: dict[int, Utterance] = {}  # stream id -> utterance, in admission order
         self.step_index = 0
         self.background: list[Callable[[], None]] = []
-        self.underruns = 0
+        # late packets of the classes someone listens to as they arrive (a whole file is never late);
+        # every key exists from the start, so stats() on another thread never sees the dict grow
+        self.underruns: Counter[Priority] = Counter(dict.fromkeys(Priority, 0))
         self.packets = 0
 
     def admit(self, utterances: list[Utterance]) -> None:
@@ -52,6 +55,9 @@ class StepExecutor:
 
     def active_count(self) -> int:
         return len(self.active)
+
+    def active_by_priority(self) -> Counter[Priority]:
+        return Counter(u.priority for u in list(self.active.values()))
 
     def abort_all(self, error: BaseException) -> None:
         for utt in list(self.active.values()):
@@ -70,7 +76,7 @@ class StepExecutor:
     def state(self) -> EngineState:
         views = tuple(u.view(u.channel.stats.first_packet_at, u.channel.should_stop()) for u in self.active.values())
         return EngineState(streams=views, max_batch=self.sched.max_batch, max_lead_s=self.sched.max_lead_s,
-                           background_jobs=len(self.background))
+                           guard_s=self.sched.guard_s, background_jobs=len(self.background))
 
     def run(self, plan: Plan) -> None:
         for stream_id in plan.drop:
@@ -155,8 +161,9 @@ class StepExecutor:
                 self._end(utt, "eos")
                 continue
             packets = utt.packets(audio_host[i], self.clock())
-            self.underruns += utt.channel.deliver(packets, codes_host[i].astype(np.int64), self.step_index,
-                                                  audio_host[i])
+            late = utt.channel.deliver(packets, codes_host[i].astype(np.int64), self.step_index, audio_host[i])
+            if utt.priority is not Priority.WHOLE:
+                self.underruns[utt.priority] += late
             self.packets += len(packets)
             if utt.frames >= utt.frame_limit():
                 self._end(utt, "frame_cap")

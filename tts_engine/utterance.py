@@ -16,7 +16,7 @@ from .channel import StreamChannel
 from .config import FrameCapConfig
 from .errors import InvalidTextError
 from .packets import AudioPacket
-from .plan import Phase, StreamView
+from .plan import Phase, Priority, StreamView
 from .prompt import Voice
 from .text_input import IncrementalTokenizer
 
@@ -32,6 +32,7 @@ class Utterance:
     tokenizer: IncrementalTokenizer
     packetizer: Packetizer
     frame_cap: FrameCapConfig
+    priority: Priority
     offline: bool = False  # synthesize(): no playback clock to stay close to
     tokens: list[int] = field(default_factory=list)
     text_ended: bool = False
@@ -94,4 +95,4 @@ class Utterance:
     def view(self, started_at: float | None, stopping: bool) -> StreamView:
         return StreamView(id=self.id, phase=self.phase, frames=self.frames, started_at=started_at,
                           prefill_ready=self.ready_for_prefill(), text_horizon=self.text_horizon(),
-                          stopping=stopping, offline=self.offline)
+                          stopping=stopping, offline=self.offline, priority=self.priority)

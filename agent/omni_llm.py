@@ -231,13 +231,13 @@ class OmniLLMStream(llm.LLMStream):
         t0 = time.perf_counter()
         hooks = self._llm.hooks
         if hooks is not None:
-            hooks.llm_started()
+            hooks.llm_started(self)
         try:
             stream = await self._llm._client.chat.completions.create(**kwargs)
             stage = "stream"
             queue_ms = queue_wait_ms(stream.response.headers)
             if hooks is not None and queue_ms is not None:
-                hooks.llm_queued(queue_ms)
+                hooks.llm_queued(self, queue_ms)
             async with stream:
                 async for chunk in stream:
                     text, done = text_delta(chunk)
@@ -247,7 +247,7 @@ class OmniLLMStream(llm.LLMStream):
                             self.ttft_ms = (time.perf_counter() - t0) * 1000.0
                             self._llm.last_ttft_ms = self.ttft_ms
                             if hooks is not None:
-                                hooks.llm_first_token()
+                                hooks.llm_first_token(self)
                         delta = llm.ChoiceDelta(role="assistant", content=text)
                         self._event_ch.send_nowait(llm.ChatChunk(id=chunk.id, delta=delta))
                     if chunk.usage is not None and is_text_chunk(chunk):
@@ -255,15 +255,15 @@ class OmniLLMStream(llm.LLMStream):
         except openai.OpenAIError as e:
             error = to_api_error(e, url=url, timeout_s=omni.request_timeout_s, stage=stage)
             if hooks is not None:
-                hooks.llm_finished(str(error))
+                hooks.llm_finished(self, str(error))
             raise error from e
         if not finished:
             error = truncated_stream_error(url)
             if hooks is not None:
-                hooks.llm_finished(str(error))
+                hooks.llm_finished(self, str(error))
             raise error
         if hooks is not None:
-            hooks.llm_finished(None)
+            hooks.llm_finished(self, None)
 
 
 def _usage(u: Any) -> llm.CompletionUsage:

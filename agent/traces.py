@@ -41,6 +41,7 @@ class Turn:
     stt_ms: float | None = None
     stt_queue_ms: float | None = None  # of stt_ms, waiting for a busy server
     user_text: str = ""
+    llm_generation: object | None = None  # the LLM request answering this turn (not recorded)
     llm_started_at: float | None = None
     llm_first_token_at: float | None = None
     llm_queue_ms: float | None = None  # of llm_ttft_ms, waiting for a busy server
@@ -51,6 +52,9 @@ class Turn:
     published_at: float | None = None  # first agent frame handed to the transport
     agent_text: str = ""
     interrupted: bool = False
+    # the user went on talking before the reply was heard, and a new reply to all of it replaced this
+    # one (livekit adds no message for a reply that never played)
+    superseded: bool = False
     barge_in_outcome: str | None = None
     cancel_to_silence_ms: float | None = None
     onset_to_silence_ms: float | None = None  # the barge-in's true speech onset -> no more agent audio
@@ -76,7 +80,7 @@ class Turn:
             "llm_ttft_ms": ttft, "tts_ttfa_ms": ttfa,
             "tts_first_to_publish_ms": _ms(self.tts_first_audio_at, self.published_at),
             "voice_to_voice_ms": v2v,
-            "interrupted": self.interrupted,
+            "interrupted": self.interrupted, "superseded": self.superseded,
             "cancel_to_silence_ms": self.cancel_to_silence_ms if self.interrupted else None,
             "error": "; ".join(self.errors) if self.errors else None,
             # extras
@@ -197,28 +201,50 @@ class TurnTracer:
         else:
             t.user_text = (t.user_text + " " + text).strip()
 
-    def llm_started(self) -> None:
-        if self.turn is not None and self.turn.llm_started_at is None:
-            self.turn.llm_started_at = time.monotonic()
+    def llm_started(self, generation: object) -> None:
+        t = self.turn
+        if t is None:
+            return
+        if t.llm_generation is not None and t.llm_generation is not generation:
+            if t.published_at is not None:
+                return  # a further request after the reply was heard answers nothing new here
+            t = self._supersede(t)
+        if t.llm_started_at is None:
+            t.llm_generation = generation
+            t.llm_started_at = time.monotonic()
+
+    def _supersede(self, t: Turn) -> Turn:
+        """A new reply started before this turn's was heard: the user's further speech (waiting in
+        `incoming`) is the next turn, which the new reply answers. This one is written now."""
+        t.superseded = True
+        self.close(reason="superseded")
+        return self.turn or self._open("continued", time.monotonic())
+
+    def _answering(self, generation: object) -> Turn | None:
+        """The turn whose reply `generation` is (the current one, or one just cut and closing)."""
+        return next((t for t in (self.turn, self.closing) if t is not None and t.llm_generation is generation), None)
 
     def end_of_turn_predicted(self, probability: float) -> None:
         """The turn model's verdict on the user's turn being collected (agent/turn_end.py)."""
         if self.turn is not None:
             self.turn.extra["end_of_turn_probability"] = round(probability, 3)
 
-    def llm_queued(self, queue_ms: float) -> None:
-        if self.turn is not None and self.turn.llm_queue_ms is None:
-            self.turn.llm_queue_ms = queue_ms
+    def llm_queued(self, generation: object, queue_ms: float) -> None:
+        t = self._answering(generation)
+        if t is not None and t.llm_queue_ms is None:
+            t.llm_queue_ms = queue_ms
 
-    def llm_first_token(self) -> None:
-        if self.turn is not None and self.turn.llm_first_token_at is None:
-            self.turn.llm_first_token_at = time.monotonic()
+    def llm_first_token(self, generation: object) -> None:
+        t = self._answering(generation)
+        if t is not None and t.llm_first_token_at is None:
+            t.llm_first_token_at = time.monotonic()
 
-    def llm_finished(self, error: str | None = None) -> None:
-        if self.turn is not None:
-            self.turn.llm_done_at = time.monotonic()
+    def llm_finished(self, generation: object, error: str | None = None) -> None:
+        t = self._answering(generation)
+        if t is not None:
+            t.llm_done_at = time.monotonic()
             if error:
-                self.turn.errors.append(f"llm: {error}")
+                t.errors.append(f"llm: {error}")
 
     def tts_timing(self, synthesis_id: str, first_text_at: float | None, first_audio_at: float | None,
                    error: str | None) -> None:

@@ -12,6 +12,7 @@ from livekit.agents.voice import io
 
 from agent.echo_gate import EchoGate, EchoGateConfig, frame_rms
 from agent.traces import TraceWriter, TurnTracer
+from testing.soak_report import trace_problems
 
 
 def _frame(level: float, samples: int = 320, rate: int = 16000) -> rtc.AudioFrame:
@@ -99,13 +100,16 @@ async def test_gate_ratio_follows_the_measured_echo_return():
     assert fixed.ratio == 0.1
 
 
+REPLY = object()  # one LLM request: the tracer files its reports under the turn it answers
+
+
 def test_tracer_accepts_stt_before_the_sessions_vad_end(tmp_path):
     """livekit's STT adapter runs its own VAD: its transcript may come before the session's end of speech."""
     tracer = TurnTracer("s", TraceWriter(tmp_path, "s"))
     tracer.stt_finished(20.0, "hello")  # STT (adapter VAD) first ...
     tracer.user_speech_ended()  # ... then the session's VAD end, a few ms later: the same end
-    tracer.llm_started()
-    tracer.llm_first_token()
+    tracer.llm_started(REPLY)
+    tracer.llm_first_token(REPLY)
     tracer.tts_timing("a", time.monotonic(), time.monotonic(), None)
     tracer.playback_started()
     tracer.agent_message("hi", interrupted=False)
@@ -133,8 +137,8 @@ def test_barge_in_closes_the_cut_turn_with_its_spoken_text(tmp_path):
     tracer = TurnTracer("s", None)
     tracer.user_speech_ended()
     tracer.stt_finished(5.0, "tell me a story")
-    tracer.llm_started()
-    tracer.llm_first_token()
+    tracer.llm_started(REPLY)
+    tracer.llm_first_token(REPLY)
     tracer.playback_started()
     tracer.barge_in(4.2, "cut")
     assert tracer.records == []  # waits for the truncated assistant message
@@ -151,14 +155,14 @@ def test_a_turn_opened_by_a_barge_in_is_not_timed_out_while_the_user_still_talks
     tracer = TurnTracer("s", None)
     tracer.user_speech_ended()
     tracer.stt_finished(5.0, "tell me a story")
-    tracer.llm_started()
+    tracer.llm_started(REPLY)
     tracer.playback_started()
     tracer.barge_in(4.2, "cut")
     assert tracer.agent_idle() is None  # the new turn has no reply yet: nothing is due
     tracer.agent_message("Once", interrupted=True)
     tracer.user_speech_ended()
     tracer.stt_finished(5.0, "wait stop")
-    tracer.llm_started()  # its reply starts: a stale timer armed at the cut would close it here
+    tracer.llm_started(object())  # its reply starts: a stale timer armed at the cut would close it here
     tracer.tts_timing("b", time.monotonic(), time.monotonic(), None)
     tracer.playback_started()
     due = tracer.agent_idle()
@@ -176,7 +180,7 @@ def _reply(tracer: TurnTracer, clock: list[float], first_token_at: float, tts: t
     """The LLM's first token, the TTS's first text and audio, the first frame out and the assistant
     message, on the patched clock; the one finished turn's record."""
     clock[0] = first_token_at
-    tracer.llm_first_token()
+    tracer.llm_first_token(REPLY)
     tracer.tts_timing("a", *tts, None)
     clock[0] = published_at
     tracer.playback_started()
@@ -198,8 +202,8 @@ def test_a_late_session_vad_end_after_a_queued_stt_keeps_voice_to_voice_above_st
     clock[0] = 102.25
     tracer.user_speech_ended()  # the session's VAD, late
     clock[0] = 102.3
-    tracer.llm_started()
-    tracer.llm_queued(300.0)
+    tracer.llm_started(REPLY)
+    tracer.llm_queued(REPLY, 300.0)
     rec = _reply(tracer, clock, 102.8, (102.85, 102.95), 103.0)
     assert rec["stt_ms"] == 2200.0 and rec["voice_to_voice_ms"] == 3000.0
     assert rec["stt_queue_ms"] == 1800.0 and rec["llm_queue_ms"] == 300.0
@@ -217,7 +221,7 @@ def test_voice_to_voice_counts_from_the_true_end_of_speech_and_reports_the_endpo
     clock[0] = 101.0
     tracer.stt_finished(400.0, "hello")  # sent at 100.6
     clock[0] = 101.05  # the end-of-turn wait after the transcript (livekit's endpointing delay)
-    tracer.llm_started()
+    tracer.llm_started(REPLY)
     rec = _reply(tracer, clock, 101.3, (101.35, 101.6), 102.0)
     assert rec["endpointing_ms"] == 550.0  # the VAD's 500 ms of silence + the 50 ms wait: deciding, not modelling
     assert rec["voice_to_voice_ms"] == 2000.0  # from 100.0, not from the detection at 100.5
@@ -233,7 +237,7 @@ def test_a_turn_without_the_sessions_vad_end_has_no_endpointing_figure(monkeypat
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     tracer = TurnTracer("s", None)
     tracer.stt_finished(200.0, "hello")  # only the STT adapter's VAD saw this end
-    tracer.llm_started()
+    tracer.llm_started(REPLY)
     rec = _reply(tracer, clock, 10.0, (10.0, 10.1), 10.5)
     assert rec["endpointing_ms"] is None and rec["voice_to_voice_ms"] == 700.0
 
@@ -242,7 +246,7 @@ def test_a_barge_in_records_its_onset_to_silence_and_detection_time():
     tracer = TurnTracer("s", None)
     tracer.user_speech_ended()
     tracer.stt_finished(5.0, "tell me a story")
-    tracer.llm_started()
+    tracer.llm_started(REPLY)
     tracer.playback_started()
     stamps = {"barge_in_onset": 7.0, "barge_in_detected": 7.2468, "barge_in_cut": 7.247, "barge_in_silent": 7.251}
     tracer.barge_in(4.2, "cut", onset_to_silence_ms=251.0, detect_ms=246.8, clock=stamps)
@@ -273,3 +277,32 @@ def test_a_wall_clock_stamp_maps_onto_the_monotonic_clock(monkeypatch):
     assert monotonic_from_wall(1_800_000_000.0 - 0.35) == pytest.approx(499.65)
     assert monotonic_from_wall(1_800_000_000.0 + 5) == 500.0  # a stamp from the future is now
     assert monotonic_from_wall(None) == 500.0
+
+
+def test_a_reply_replaced_before_it_played_closes_its_turn_as_superseded():
+    """On a loaded machine the user's sentence can reach the agent in two transcripts: a reply to the
+    first part is still queued when the rest arrives, and livekit replaces it with a reply to both
+    (adding no message for the one that never played). The first turn is written at once as
+    superseded; the new request's reports land on the next turn, not on the first."""
+    tracer = TurnTracer("s", None)
+    tracer.user_speech_ended()
+    tracer.stt_finished(5.0, "Can you recommend a good book to")
+    first, second = object(), object()
+    tracer.llm_started(first)
+    tracer.llm_queued(first, 900.0)
+    tracer.user_speech_ended()  # the rest of the sentence, while the first reply waits
+    tracer.stt_finished(5.0, "read")
+    tracer.llm_started(second)
+    (superseded,) = tracer.records
+    assert superseded["superseded"] and superseded["closed_by"] == "superseded"
+    assert superseded["llm_ttft_ms"] is None and superseded["llm_queue_ms"] == 900.0
+    assert trace_problems(superseded, "s") == []  # a reply never heard has only the stages up to it
+    tracer.llm_finished(first, "cancelled")  # the replaced request ends: it belongs to no turn now
+    tracer.llm_first_token(second)
+    tracer.tts_timing("b", time.monotonic(), time.monotonic(), None)
+    tracer.playback_started()
+    tracer.agent_message("Try Dune.", interrupted=False)
+    answered = tracer.records[-1]
+    assert answered["user_text"] == "read" and not answered["superseded"] and answered["error"] is None
+    assert answered["llm_ttft_ms"] is not None and answered["voice_to_voice_ms"] is not None
+    assert trace_problems(answered, "s") == []

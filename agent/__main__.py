@@ -2,7 +2,8 @@
 OMNI_BASE_URL, the TTS_* and AGENT_* variables configure it; see the README).
 
 Order for the commands that take jobs: the health server comes up (503 "loading"), the engine and
-Silero load, then livekit's CLI runs the worker, which registers; /healthz turns 200 after that."""
+Silero load, the speech API starts on that engine when SPEECH_API_ENABLED=1 (its own port), then
+livekit's CLI runs the worker, which registers; /healthz turns 200 after that."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import os
 import sys
 
 from livekit.agents import cli
+
+from speech_api import SpeechApiConfig, serve_beside
 
 from .config import AgentConfig, WorkerConfig, engine_config_from_env
 from .engine_watch import EXIT_ENGINE_DEAD, EngineWatch
@@ -26,6 +29,7 @@ def main() -> None:
     wants_help = len(sys.argv) < 2 or any(a in ("-h", "--help") for a in sys.argv[1:])
     try:
         agent_cfg, engine_cfg, worker_cfg = AgentConfig.from_env(), engine_config_from_env(), WorkerConfig.from_env()
+        speech_cfg = SpeechApiConfig.for_agent()
     except ValueError as exc:
         if not wants_help:
             sys.exit(f"agent: configuration error: {exc}")
@@ -33,6 +37,7 @@ def main() -> None:
         agent_cfg = AgentConfig(omni=OmniConfig(base_url="http://unset.invalid/v1"))
         engine_cfg = engine_config_from_env({"TTS_RANDOM_WEIGHTS": "0.6b"})
         worker_cfg = WorkerConfig()
+        speech_cfg = None
     state = WorkerState(SharedResources(agent_cfg, engine_cfg), worker_cfg)
     server = make_server(state)
     if not wants_help and sys.argv[1] in JOB_COMMANDS:
@@ -61,6 +66,12 @@ def main() -> None:
         # a dead engine: the worker already reports itself full; leave at once for the supervisor
         # (draining would keep voiceless sessions open until their users hang up)
         EngineWatch(lambda: state.resources.ready, _exit_engine_dead).start()
+        if speech_cfg is not None:  # a daemon thread: it ends with the process, as the jobs do
+            try:
+                serve_beside(state.resources.engine, speech_cfg)
+            except OSError as exc:
+                sys.exit(f"agent: cannot serve the speech API on {speech_cfg.host}:{speech_cfg.port} ({exc}): "
+                         "stop what holds the port or set SPEECH_API_PORT")
     cli.run_app(server)
 
 

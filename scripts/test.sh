@@ -31,6 +31,6 @@ bash scripts/install_turn_model.sh || echo "[test.sh] the Smart Turn model could
 echo "[test.sh] ruff"
 "$VENV/bin/ruff" check .
 echo "[test.sh] mypy"
-"$VENV/bin/mypy" tts_engine agent token_server
+"$VENV/bin/mypy" tts_engine agent token_server testing speech_api
 echo "[test.sh] pytest"
 exec "$VENV/bin/python" -m pytest "$@"

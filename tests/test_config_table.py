@@ -20,6 +20,7 @@ import pytest
 import agent.config
 import agent.direct.config
 import agent.launch.settings
+import speech_api.config
 import token_server.config
 from agent.omni_config import DEFAULT_SYSTEM_PROMPT
 from token_server.env import EnvSpec, Parser, field_default
@@ -29,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 from deploy.omni import gpu_split  # noqa: E402
 
 TABLES = (ROOT / "README.md", ROOT / "agent" / "direct" / "README.md")
-SPECS = [spec for module in (agent.config, agent.direct.config, token_server.config, agent.launch.settings)
+SPECS = [spec for module in (agent.config, agent.direct.config, token_server.config, agent.launch.settings,
+                              speech_api.config)
          for spec in vars(module).values() if isinstance(spec, EnvSpec)]
 # variable -> every (dataclass, field, parser) it sets
 TARGETS: dict[str, list[tuple[type, str, Parser]]] = {}

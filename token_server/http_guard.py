@@ -69,6 +69,8 @@ def parse_json(body: bytes) -> Any:
         raise RequestError(400, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise RequestError(400, "the JSON is nested too deeply") from None
+    except ValueError as exc:  # what else json refuses, e.g. an integer of over 4300 digits
+        raise RequestError(400, f"the JSON cannot be read: {str(exc)[:120]}") from None
 
 
 class RateLimiter:

@@ -1,6 +1,6 @@
 """Pure computations over per-turn JSONL traces (schema: traces/README.md).
 
-Shared by `scripts/trace_report.py` and the soak test: load trace files (tolerating damage),
+Shared by `scripts/trace_report.py`, the soak and the benchmarks: load trace files (tolerating damage),
 summarize them into per-stage percentiles overall and per session, and format the summary as a
 fixed-width table. No I/O besides reading the trace files; no torch, no engine.
 """
@@ -97,19 +97,26 @@ def load_traces(paths: Iterable[str | Path]) -> LoadedTraces:
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default): p50 of [1, 2, 3, 4] is 2.5."""
+    """The project's one percentile (traces, soak, benchmarks): linear interpolation between the
+    closest ranks, numpy's default - p50 of [1, 2, 3, 4] is 2.5, p95 of 20 values lies between the
+    19th and the 20th. None for no values."""
     if not values:
         return None
     ordered = sorted(values)
     pos = q / 100 * (len(ordered) - 1)
     lo = math.floor(pos)
     hi = min(lo + 1, len(ordered) - 1)
-    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo), 2)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
 
 
 def stage_stats(values: Sequence[float]) -> dict[str, Any]:
-    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
-            "max": round(max(values), 2) if values else None}
+    """n / p50 / p95 / max, rounded to 0.01 (ms in every report)."""
+    return {"n": len(values), "p50": _round(percentile(values, 50)), "p95": _round(percentile(values, 95)),
+            "max": _round(max(values)) if values else None}
 
 
 def error_stage(message: str) -> str:

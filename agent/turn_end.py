@@ -23,14 +23,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from livekit import rtc
 from livekit.agents import vad as lk_vad
-
-from .audio_input import resample
 
 log = logging.getLogger(__name__)
 
 MODEL_RATE = 16000
 MODEL_WINDOW_S = 8  # the model hears the last 8 s (left-padded with silence when shorter)
+
+
+def resample(pcm: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Resample int16 mono with livekit's native (soxr) resampler, flushing its tail."""
+    resampler = rtc.AudioResampler(input_rate=rate_in, output_rate=rate_out, num_channels=1,
+                                   quality=rtc.AudioResamplerQuality.HIGH)
+    frame = rtc.AudioFrame(data=pcm.tobytes(), sample_rate=rate_in, num_channels=1,
+                           samples_per_channel=len(pcm))
+    out = [*resampler.push(frame), *resampler.flush()]
+    return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in out]).astype(np.int16)
 
 
 class SmartTurnModel:

@@ -6,7 +6,8 @@
 Runs a real AgentSession with real Silero and the tiny TTS engine on the CPU; the fake Omni answers
 with zero added latency, so what is measured is the pipeline itself. Every other turn the user
 barges in while the agent is speaking. Reports overhead (voice-to-voice minus the time inside STT,
-LLM and TTS) and cancel-to-silence percentiles from the per-turn traces it writes.
+LLM and TTS) and cancel-to-silence percentiles from the per-turn traces it writes (linear between
+the closest ranks, as every report here: agent/trace_stats.py's `percentile`).
 """
 
 from __future__ import annotations
@@ -21,27 +22,17 @@ import time
 from pathlib import Path
 
 import torch
+from livekit.plugins import silero
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the fake Omni server lives with the tests (never a default)
-
-from fake_omni import FakeOmni  # noqa: E402
-from livekit.plugins import silero  # noqa: E402
-
-from agent.harness import Conversation, agent_config, speech_wav  # noqa: E402
-from tts_engine import EngineConfig, FrameCapConfig, SchedulerConfig, TTSEngine  # noqa: E402
-from tts_engine.tiny_checkpoint import build_tiny_checkpoint  # noqa: E402
+from agent.trace_stats import stage_stats
+from testing.fake_omni import FakeOmni
+from testing.harness import Conversation, agent_config, speech_wav
+from tts_engine import EngineConfig, FrameCapConfig, SchedulerConfig, TTSEngine
+from tts_engine.tiny_checkpoint import build_tiny_checkpoint
 
 UTTERANCES = ["Hello there how are you today", "What is the weather like tomorrow",
               "Tell me a story about the sea", "Wait stop I have another question", "Thank you very much"]
 LONG_REPLY = " ".join(["This reply is long enough to be interrupted while it is still playing."] * 3)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))], 2)
 
 
 async def run(turns: int, workdir: Path) -> dict:
@@ -83,12 +74,14 @@ async def run(turns: int, workdir: Path) -> dict:
     overhead = [r["pipeline_overhead_ms"] for r in records if r["pipeline_overhead_ms"] is not None]
     cancel = [r["cancel_to_silence_ms"] for r in records if r["interrupted"] and r["cancel_to_silence_ms"] is not None]
     v2v = [r["voice_to_voice_ms"] for r in records if r["voice_to_voice_ms"] is not None]
+    # percentiles as in every report: agent/trace_stats.py's (linear between the closest ranks)
+    over, cut, heard = stage_stats(overhead), stage_stats(cancel), stage_stats(v2v)
     return {
         "turns": len(records), "errors": sum(1 for r in records if r["error"]),
         "interrupted_turns": sum(1 for r in records if r["interrupted"]),
-        "overhead_ms_p50": percentile(overhead, 50), "overhead_ms_p95": percentile(overhead, 95),
-        "cancel_to_silence_ms_p50": percentile(cancel, 50), "cancel_to_silence_ms_p95": percentile(cancel, 95),
-        "voice_to_voice_ms_p50": percentile(v2v, 50), "voice_to_voice_ms_p95": percentile(v2v, 95),
+        "overhead_ms_p50": over["p50"], "overhead_ms_p95": over["p95"],
+        "cancel_to_silence_ms_p50": cut["p50"], "cancel_to_silence_ms_p95": cut["p95"],
+        "voice_to_voice_ms_p50": heard["p50"], "voice_to_voice_ms_p95": heard["p95"],
         "voice_to_voice_ms_mean": round(statistics.fmean(v2v), 2) if v2v else None,
         "traces": trace_path, "machine": "cpu", "torch_threads": torch.get_num_threads(),
     }

@@ -7,8 +7,9 @@ For each transport it brings the whole system up with scripts/start_all.sh (AGEN
 then livekit: the project's own LiveKit server), on free ports and a run folder of its own, and
 talks to it with scripts/soak.py: the soak's client (an aiortc peer, or a LiveKit room participant)
 speaks espeak-ng utterances in real time and barges in on every other reply (--barge-in-every 2).
-Both transports get the same work: the same utterances, the same STT + LLM (the fake vLLM-Omni from
-tests/, which answers at once, unless --omni-url names a real one) and the same tiny TTS engine.
+Both transports get the same work: the same utterances, the same STT + LLM (the fake vLLM-Omni,
+testing/fake_omni.py, which answers at once, unless --omni-url names a real one) and the same tiny
+TTS engine.
 
 Per transport it reports p50/p95 of:
   client voice-to-voice   end of our utterance -> first agent audio frame arriving at the client
@@ -24,7 +25,6 @@ import argparse
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "scripts")]  # the fake Omni server lives with the tests
+from testing.ports import free_port, free_port_block
 
+ROOT = Path(__file__).resolve().parents[1]
 MODES = ("direct", "livekit")
 ROWS = (("client voice-to-voice", "client_voice_to_voice_ms"),
         ("client barge-in -> silence", "client_barge_in_to_silence_ms"),
@@ -42,28 +42,12 @@ ROWS = (("client voice-to-voice", "client_voice_to_voice_ms"),
         ("trace voice-to-voice", "voice_to_voice_ms"))
 
 
-def free_port(block: int = 1) -> int:
-    """A port with `block` consecutive free TCP ports from it (LiveKit needs three)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        try:
-            for port in range(base + 1, base + block):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free ports")
-
-
 def run_mode(mode: str, omni_url: str, args: argparse.Namespace, work: Path, keep: Path) -> dict[str, Any]:
     run_dir = work / f"run-{mode}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "AGENT_", "DIRECT_", "TOKEN_SERVER_"))}
     env |= {"AGENT_TRANSPORT": mode, "RUN_DIR": str(run_dir), "OMNI_BASE_URL": omni_url,
             "TOKEN_SERVER_PORT": str(free_port()), "DIRECT_PORT": str(free_port()),
-            "AGENT_HEALTH_PORT": str(free_port()), "LIVEKIT_PORT": str(free_port(3)),
+            "AGENT_HEALTH_PORT": str(free_port()), "LIVEKIT_PORT": str(free_port_block(3)),
             "AGENT_TRACES_DIR": str(keep / f"traces-{mode}"), "HF_HUB_OFFLINE": "1"}
     start_all = ["bash", str(ROOT / "scripts" / "start_all.sh")]
     print(f"[bench_transports] {mode}: starting the system (scripts/start_all.sh start)", file=sys.stderr, flush=True)
@@ -112,8 +96,8 @@ def main() -> int:
             for mode in modes:
                 results[mode] = run_mode(mode, args.omni_url, args, work, keep)
         else:
-            from fake_omni import FakeOmni, FakeOmniThread
-            from soak_client import SENTENCES
+            from testing.fake_omni import FakeOmni, FakeOmniThread
+            from testing.utterances import SENTENCES
 
             sentences = itertools.cycle(SENTENCES)
             fake = FakeOmni(transcripts=lambda _wav: next(sentences), reply=lambda _m: "Sure thing, here it is.")

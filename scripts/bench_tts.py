@@ -29,13 +29,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from tts_bench.baseline import measure_baseline  # noqa: E402
-from tts_bench.common import TEXTS, is_cuda, load_average, log, machine_info, model_source, set_threads  # noqa: E402
-from tts_bench.compare import comparisons  # noqa: E402
-from tts_bench.frame_split import measure_frame_split  # noqa: E402
-from tts_bench.report import format_report  # noqa: E402
-from tts_bench.streams import measure_streams, run_concurrent  # noqa: E402
 
+from testing.tts_bench.baseline import measure_baseline  # noqa: E402
+from testing.tts_bench.common import (  # noqa: E402
+    TEXTS,
+    is_cuda,
+    load_average,
+    log,
+    machine_info,
+    model_source,
+    set_threads,
+)
+from testing.tts_bench.compare import comparisons  # noqa: E402
+from testing.tts_bench.frame_split import measure_frame_split  # noqa: E402
+from testing.tts_bench.report import format_report  # noqa: E402
+from testing.tts_bench.streams import measure_streams, run_concurrent  # noqa: E402
 from tts_engine import EngineConfig, FrameCapConfig, SamplingConfig, SchedulerConfig, TTSEngine  # noqa: E402
 
 

@@ -21,8 +21,8 @@ import time
 
 import torch
 from qwen_tts.core.tokenizer_12hz import modeling_qwen3_tts_tokenizer_v2 as qm
-from tts_bench.common import load_average, log, machine_info
 
+from testing.tts_bench.common import load_average, log, machine_info
 from tts_engine.architectures import FULL_DECODER, TINY_DECODER
 from tts_engine.codec_decoder import SAMPLES_PER_FRAME, StreamingCodecDecoder
 from tts_engine.tiny_checkpoint import build_speech_tokenizer

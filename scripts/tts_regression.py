@@ -26,9 +26,8 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tts_bench import checks, golden  # noqa: E402
-from tts_bench.common import log, model_source, set_threads  # noqa: E402
-
+from testing.tts_bench import checks, golden  # noqa: E402
+from testing.tts_bench.common import log, model_source, set_threads  # noqa: E402
 from tts_engine import EngineConfig, SchedulerConfig, TTSEngine  # noqa: E402
 
 MIN_SNR_DB = 60.0

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 import torch
-from fake_omni import FakeOmni
 
-from agent.harness import Conversation, agent_config, scripted, speech_wav
+from testing.fake_omni import FakeOmni
+from testing.harness import Conversation, agent_config, scripted, speech_wav
 
 torch.set_num_threads(1)
 

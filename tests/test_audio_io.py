@@ -17,7 +17,9 @@ from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, tts, 
 from livekit.agents.voice import Agent, AgentSession, io
 from livekit.plugins import silero
 
-from agent.audio_io import PacedAudioOutput, RecordingAudioOutput, WavAudioInput
+from agent.audio_output import PacedAudioOutput
+from testing.audio_input import WavAudioInput
+from testing.recording import RecordingAudioOutput
 
 SR_OUT = 24000
 SR_IN = 16000

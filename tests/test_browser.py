@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from aiohttp import web
-from fake_omni import FakeOmni
 
 from agent.direct.config import DirectServerConfig
 from agent.direct.server import make_app as make_direct_app
-from agent.harness import agent_config, scripted
+from testing.fake_omni import FakeOmni
+from testing.harness import agent_config, scripted
 from token_server import TokenServerConfig
 from token_server import make_app as make_token_app
 

@@ -10,7 +10,6 @@ place in the repository) or one of the documented non-literal forms in `check_de
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,10 @@ import agent.launch.settings
 import speech_api.config
 import token_server.config
 from agent.omni_config import DEFAULT_SYSTEM_PROMPT
+from deploy.omni import gpu_split
 from token_server.env import EnvSpec, Parser, field_default
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from deploy.omni import gpu_split  # noqa: E402
 
 TABLES = (ROOT / "README.md", ROOT / "agent" / "direct" / "README.md")
 SPECS = [spec for module in (agent.config, agent.direct.config, token_server.config, agent.launch.settings,

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from agent.direct import DirectServerConfig, make_app
 from agent.direct.offer_check import OfferRejected, check_offer_sdp
 from agent.direct.webrtc_io import OutgoingAudioTrack
-from agent.harness import agent_config
+from testing.harness import agent_config
 from token_server.config import TokenServerConfig
 from token_server.tokens import mint_token
 

@@ -10,27 +10,27 @@ import io
 import json
 import time
 import wave
-from collections.abc import Callable
 
 import aiohttp
 import aioice.ice
 import av
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from direct_fixtures import Server
-from fake_omni import FakeOmni
 from livekit import rtc
 
 from agent.direct import DirectServerConfig, make_app
 from agent.direct.ice import configure_ice, filter_candidates
 from agent.direct.jitter import audio_prefetch
 from agent.direct.webrtc_io import OutgoingAudioTrack, WebRTCAudioInput
-from agent.harness import agent_config, speech_wav
+from testing.direct_client import DirectClient, OfferRefused
+from testing.fake_omni import FakeOmni
+from testing.harness import agent_config
+from testing.utterances import Utterance, utterance
 from token_server.config import TokenServerConfig
 from token_server.tokens import mint_token
 
@@ -48,9 +48,8 @@ LONG_REPLY = ("Let me tell you a long story about the sea, the wind and the old 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
     d = tmp_path_factory.mktemp("direct-speech")
-    clips = {"short": speech_wav("Good morning", d / "short.wav", rate=48000),
-             "long": speech_wav("Tell me what the weather will be like tomorrow afternoon", d / "long.wav", rate=48000)}
-    return {name: sf.read(str(path), dtype="int16")[0] for name, path in clips.items()}
+    return {"short": utterance("Good morning", d / "short.wav"),
+            "long": utterance("Tell me what the weather will be like tomorrow afternoon", d / "long.wav")}
 
 
 def transcribe_by_length(wav: bytes) -> str:
@@ -58,60 +57,6 @@ def transcribe_by_length(wav: bytes) -> str:
     with wave.open(io.BytesIO(wav)) as w:
         seconds = w.getnframes() / w.getframerate()
     return "Good morning." if seconds < 2.5 else "Tell me what the weather will be like tomorrow afternoon."
-
-
-class Client:
-    """A browser stand-in: mic track out, agent audio in, the page-created "agent-events" channel."""
-
-    def __init__(self) -> None:
-        # gathers on 127.0.0.1 only: the server's start-up configured aioice for the whole process
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.mic = OutgoingAudioTrack(max_queue_s=30.0)  # a paced 48 kHz source: silence, then what we say
-        self.messages: list[dict] = []
-        self.frames = 0
-        self.voiced = 0
-        self.answer: dict = {}
-        self.on_voiced: Callable[[float], None] | None = None
-        self._consumer: asyncio.Task | None = None
-
-    def say(self, pcm48: np.ndarray) -> None:
-        self.mic.push(rtc.AudioFrame(data=pcm48.tobytes(), sample_rate=48000, num_channels=1,
-                                     samples_per_channel=len(pcm48)))
-
-    async def connect(self, http: aiohttp.ClientSession, base: str, token: str) -> aiohttp.ClientResponse:
-        self.pc.addTrack(self.mic)
-        channel = self.pc.createDataChannel("agent-events")
-        channel.on("message", lambda m: self.messages.append(json.loads(m)))
-        self.pc.on("track", lambda track: setattr(self, "_consumer", asyncio.ensure_future(self._consume(track))))
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        offer = {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}
-        resp = await http.post(f"{base}/api/offer", json=offer, headers={"Authorization": f"Bearer {token}"})
-        if resp.status == 200:
-            self.answer = await resp.json()
-            await self.pc.setRemoteDescription(RTCSessionDescription(self.answer["sdp"], self.answer["type"]))
-        return resp
-
-    async def _consume(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            pcm = frame.to_ndarray().astype(np.float32) / 32768
-            self.frames += 1
-            if np.sqrt(np.mean(pcm * pcm)) > 0.01:
-                self.voiced += 1
-                if self.on_voiced is not None:
-                    self.on_voiced(time.monotonic())
-
-    def of_type(self, kind: str) -> list[dict]:
-        return [m for m in self.messages if m["type"] == kind]
-
-    async def close(self) -> None:
-        await self.pc.close()
-        if self._consumer is not None:  # aiortc ends the track only if the call had connected
-            self._consumer.cancel()
-            await asyncio.gather(self._consumer, return_exceptions=True)
 
 
 async def wait_for(predicate, timeout: float, what: str) -> None:
@@ -153,28 +98,32 @@ def token(identity: str = "alice", **kw) -> str:
     return mint_token(KEYS, room="room1", identity=identity, **kw)
 
 
-async def start_talking(client: Client, pcm48: np.ndarray) -> None:
-    await wait_for(lambda: {"type": "agent_state", "state": "listening"} in client.messages, 20,
+async def connect(client: DirectClient, http: aiohttp.ClientSession, server: Server, identity: str = "alice") -> None:
+    """The page's offer (the agent's start-up configured aioice for this process: 127.0.0.1 only)."""
+    await client.connect(http, f"{server.base}/api/offer", token(identity))
+
+
+async def start_talking(client: DirectClient, utt: Utterance) -> None:
+    await wait_for(lambda: {"type": "agent_state", "state": "listening"} in client.events(), 20,
                    "the session to be listening")
-    client.say(pcm48)
+    client.say(utt)
 
 
 async def test_one_turn_over_webrtc(engine, vad, speech, tmp_path):
     async with fake_omni() as url, Server(direct_app(engine, vad, url, tmp_path)) as server, \
             http_client() as http:
-        client = Client()
-        resp = await client.connect(http, server.base, token())
-        assert resp.status == 200, await resp.text()
+        client = DirectClient()
+        await connect(client, http, server)
         assert client.answer["type"] == "answer" and "a=sendrecv" in client.answer["sdp"]
         assert all(" 127.0.0.1 " in line for line in client.answer["sdp"].splitlines() if line.startswith("a=candidate"))
         await start_talking(client, speech["short"])
-        await wait_for(lambda: client.of_type("turn"), 40, "a turn record")
-        await wait_for(lambda: client.voiced > 10, 10, "the agent's audio")
-        session = client.of_type("session")[0]
+        await wait_for(lambda: client.events("turn"), 40, "a turn record")
+        await wait_for(lambda: len(client.voiced_at) > 10, 10, "the agent's audio")
+        session = client.events("session")[0]
         assert session["session_id"] == client.answer["session_id"]
-        assert client.messages[0]["type"] == "session"
-        assert {"type": "transcript", "role": "user", "text": "Good morning.", "final": True} in client.messages
-        turn = client.of_type("turn")[0]
+        assert client.events()[0]["type"] == "session"
+        assert {"type": "transcript", "role": "user", "text": "Good morning.", "final": True} in client.events()
+        turn = client.events("turn")[0]
         assert turn["user_text"] == "Good morning." and turn["error"] is None
         assert turn["voice_to_voice_ms"] is not None and turn["voice_to_voice_ms"] > 0
         async with http.get(f"{server.base}/healthz") as health:
@@ -196,21 +145,20 @@ async def test_one_turn_over_webrtc(engine, vad, speech, tmp_path):
 async def test_two_clients_get_independent_sessions(engine, vad, speech, tmp_path):
     async with fake_omni(long_reply=False) as url, Server(direct_app(engine, vad, url, tmp_path)) as server, \
             http_client() as http:
-        a, b = Client(), Client()
+        a, b = DirectClient(), DirectClient()
         for client, who in ((a, "alice"), (b, "bob")):
-            resp = await client.connect(http, server.base, token(who))
-            assert resp.status == 200, await resp.text()
+            await connect(client, http, server, who)
         assert a.answer["session_id"] != b.answer["session_id"]
         await asyncio.gather(start_talking(a, speech["short"]), start_talking(b, speech["long"]))
-        await wait_for(lambda: a.of_type("turn") and b.of_type("turn"), 60, "a turn in each session")
-        assert [m["text"] for m in a.of_type("transcript") if m["role"] == "user"] == ["Good morning."]
-        assert [m["text"] for m in b.of_type("transcript") if m["role"] == "user"] == [
+        await wait_for(lambda: a.events("turn") and b.events("turn"), 60, "a turn in each session")
+        assert [m["text"] for m in a.events("transcript") if m["role"] == "user"] == ["Good morning."]
+        assert [m["text"] for m in b.events("transcript") if m["role"] == "user"] == [
             "Tell me what the weather will be like tomorrow afternoon."]
-        assert a.of_type("session")[0]["session_id"] == a.answer["session_id"]
-        assert b.of_type("session")[0]["session_id"] == b.answer["session_id"]
-        assert a.of_type("turn")[0]["session_id"] == a.answer["session_id"]
-        assert b.of_type("turn")[0]["session_id"] == b.answer["session_id"]
-        await wait_for(lambda: a.voiced > 10 and b.voiced > 10, 20, "agent audio on both calls")
+        assert a.events("session")[0]["session_id"] == a.answer["session_id"]
+        assert b.events("session")[0]["session_id"] == b.answer["session_id"]
+        assert a.events("turn")[0]["session_id"] == a.answer["session_id"]
+        assert b.events("turn")[0]["session_id"] == b.answer["session_id"]
+        await wait_for(lambda: len(a.voiced_at) > 10 and len(b.voiced_at) > 10, 20, "agent audio on both calls")
         await asyncio.gather(a.close(), b.close())
         await wait_for(lambda: not server.direct.peers, 20, "both peers to be torn down")
 
@@ -219,11 +167,11 @@ async def test_a_client_that_vanishes_mid_turn_is_torn_down(engine, vad, speech,
     async with fake_omni() as url, Server(direct_app(engine, vad, url, tmp_path)) as server, \
             http_client() as http:
         before = asyncio.all_tasks()
-        client = Client()
-        assert (await client.connect(http, server.base, token())).status == 200
+        client = DirectClient()
+        await connect(client, http, server)
         await start_talking(client, speech["long"])
-        await wait_for(lambda: client.voiced > 10, 40, "the agent to be speaking")
-        assert engine.stats()["active_streams"] >= 1 and not client.of_type("turn"), "not mid-turn"
+        await wait_for(lambda: len(client.voiced_at) > 10, 40, "the agent to be speaking")
+        assert engine.stats()["active_streams"] >= 1 and not client.events("turn"), "not mid-turn"
         await client.pc.close()  # no DELETE, no bye: the tab is gone
         await wait_for(lambda: not server.direct.peers, 20, "the peer to be torn down")
         await wait_for(lambda: engine.stats()["active_streams"] == 0, 5, "the engine's streams to be released")
@@ -246,9 +194,9 @@ def cut_network(pc: RTCPeerConnection) -> None:
 async def test_a_peer_that_goes_silent_is_dropped_after_the_media_timeout(engine, vad, speech, tmp_path):
     async with fake_omni() as url, Server(direct_app(engine, vad, url, tmp_path, media_timeout_s=2.0)) as server, \
             http_client() as http:
-        client = Client()
-        assert (await client.connect(http, server.base, token())).status == 200
-        await wait_for(lambda: {"type": "agent_state", "state": "listening"} in client.messages, 20, "the session")
+        client = DirectClient()
+        await connect(client, http, server)
+        await wait_for(lambda: {"type": "agent_state", "state": "listening"} in client.events(), 20, "the session")
         peer = next(iter(server.direct.peers.values()))
         cut_network(client.pc)
         await wait_for(lambda: not server.direct.peers, 15, "the silent peer to be dropped")
@@ -279,11 +227,12 @@ async def test_auth_and_offer_errors(engine, vad, speech, tmp_path):
                 assert resp.status == 400, body
                 assert (await resp.json())["error"]["code"] == "bad_offer"
         assert server.direct.peers == {}, "a rejected offer leaves no peer behind"
-        first = Client()
-        assert (await first.connect(http, server.base, token())).status == 200
-        second = Client()
-        resp = await second.connect(http, server.base, token("bob"))
-        assert resp.status == 503 and (await resp.json())["error"]["code"] == "too_many_peers"
+        first = DirectClient()
+        await connect(first, http, server)
+        second = DirectClient()
+        with pytest.raises(OfferRefused) as refused:
+            await connect(second, http, server, "bob")
+        assert refused.value.status == 503 and json.loads(refused.value.body)["error"]["code"] == "too_many_peers"
         async with http.options(offer_url, headers={"Origin": "http://127.0.0.1:8080",
                                                     "Access-Control-Request-Method": "POST"}) as pre:
             assert pre.status == 204
@@ -296,20 +245,18 @@ async def test_auth_and_offer_errors(engine, vad, speech, tmp_path):
 async def test_barge_in_silences_the_wire(engine, vad, speech, tmp_path):
     async with fake_omni() as url, Server(direct_app(engine, vad, url, tmp_path)) as server, \
             http_client() as http:
-        client = Client()
-        assert (await client.connect(http, server.base, token())).status == 200
-        voiced_at: list[float] = []
-        client.on_voiced = voiced_at.append
+        client = DirectClient()
+        await connect(client, http, server)
         await start_talking(client, speech["long"])
-        await wait_for(lambda: client.voiced > 25, 40, "the agent to be speaking")
+        await wait_for(lambda: len(client.voiced_at) > 25, 40, "the agent to be speaking")
         client.say(speech["short"])  # talk over the agent
-        await wait_for(lambda: client.of_type("barge_in"), 10, "the barge-in")
+        await wait_for(lambda: client.events("barge_in"), 10, "the barge-in")
         cut_at = time.monotonic()
         peer = next(iter(server.direct.peers.values()))
         # nothing of the cut reply waits in the track (it sends each frame as it comes, and a cut clears it)
         assert peer.track.queued_seconds == 0, "the cut reply's audio is still queued on the track"
         await asyncio.sleep(0.6)  # still inside the user's speech: no reply can have started yet
-        late = [t for t in voiced_at if cut_at + 0.25 < t < cut_at + 0.6]
+        late = [t for t in client.voiced_at if cut_at + 0.25 < t < cut_at + 0.6]
         assert late == [], f"{len(late)} voiced frames reached the client after the barge-in"
         await client.close()
         await wait_for(lambda: not server.direct.peers, 20, "the peer to be torn down")

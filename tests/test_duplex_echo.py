@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fake_omni import FakeOmni
 from spoken_engine import EchoPath, SpokenEngine
 
 from agent.echo_gate import EchoGateConfig
-from agent.harness import Conversation, agent_config, scripted, speech_wav
+from testing.fake_omni import FakeOmni
+from testing.harness import Conversation, agent_config, scripted, speech_wav
 
 torch.set_num_threads(1)
 

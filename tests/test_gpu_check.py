@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from testing.tts_bench import gpu_check
+from testing.tts_bench.gpu_checks import (
+    CODEC_SNR_DB,
+    LOGIT_COSINE,
+    SAME_DTYPE_SNR_DB,
+    GraphRun,
+    dtype_checks,
+    exit_code,
+    format_checks,
+    graph_checks,
+)
 from tts_engine import EngineConfig, SchedulerConfig, TTSEngine
 from tts_engine.graph_runner import StepRunner
 from tts_engine.model_loading import load_model
@@ -26,21 +36,6 @@ from tts_engine.text_input import IncrementalTokenizer
 
 torch.set_num_threads(1)
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-if str(SCRIPTS) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS))  # gpu_check imports its helpers as `tts_bench`, as when run from scripts/
-
-import gpu_check  # noqa: E402
-from tts_bench.gpu_checks import (  # noqa: E402
-    CODEC_SNR_DB,
-    LOGIT_COSINE,
-    SAME_DTYPE_SNR_DB,
-    GraphRun,
-    dtype_checks,
-    exit_code,
-    format_checks,
-    graph_checks,
-)
 
 TEXT = "Teacher forcing keeps both runs on the same codes."
 FRAMES = 8

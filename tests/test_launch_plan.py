@@ -5,6 +5,7 @@ processes (but the last two tests: the planner's imports, and its command line).
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -18,10 +19,9 @@ import pytest
 
 from agent.launch import Chosen, Console, GivenFacts, LaunchError, OmniOnGpu, Planner, read_chosen
 from agent.launch.plan import start_settings
+from testing.soak_report import fill_endpoints
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-from soak_report import chosen_value  # noqa: E402
 
 RUN = Path("/srv/run")
 KEYS = {"LIVEKIT_API_KEY": "key-1", "LIVEKIT_API_SECRET": "s" * 32}
@@ -448,8 +448,10 @@ def test_chosen_env_is_private_and_reads_back(tmp_path):
     back = read_chosen(path)
     assert back["MODE_WHY"].startswith("no LIVEKIT_URL: starting the project's LiveKit server at")
     assert back["GENERATED_API_SECRET"] == "n" * 64 and "SERVICE_ENV" not in back  # arrays: bash's
-    assert chosen_value(tmp_path, "PAGE_URL") == "http://127.0.0.1:8080"  # what soak.py reads
-    assert chosen_value(tmp_path, "SERVICES") == "livekit whisper llm omni_router agent token_server"
+    assert back["SERVICES"] == "livekit whisper llm omni_router agent token_server"
+    soak_args = argparse.Namespace(run_dir=str(tmp_path), base=None, metrics_url=None)
+    fill_endpoints(soak_args)  # what scripts/soak.py and bench_duplex.py read
+    assert soak_args.base == "http://127.0.0.1:8080"
     assert "RANDOM-WEIGHT TEST VOICE" in (tmp_path / "logs" / "agent.log").read_text()
     assert read_chosen(tmp_path / "missing.env") == {}
 

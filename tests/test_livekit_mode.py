@@ -9,11 +9,11 @@ import os
 
 import pytest
 from aiohttp import web
-from fake_omni import FakeOmni, FakeOmniThread
 from livekit_fixtures import AgentWorker
 from test_browser import LONG_REPLY, System, mic_wav, wait_in_page
 
-from agent.harness import scripted
+from testing.fake_omni import FakeOmni, FakeOmniThread
+from testing.harness import scripted
 from token_server import TokenServerConfig
 from token_server import make_app as make_token_app
 

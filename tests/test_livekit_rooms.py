@@ -1,27 +1,25 @@
 """LiveKit mode at room level, against a real LiveKit server and real `python -m agent start` workers:
 several rooms on one worker (one engine), dispatch by the load two workers report, a worker that
 dies mid-call, and what the server does with the tokens we mint. The participants are the soak's
-LiveKit client (scripts/soak_livekit_client.py): a paced microphone track, the agent's audio and
+LiveKit client (testing/livekit_client.py): a paced microphone track, the agent's audio and
 its events."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 import time
 from pathlib import Path
 
 import jwt
 import psutil
 import pytest
-from fake_omni import FakeOmni, FakeOmniThread
 from livekit import rtc
 from livekit_fixtures import ROOT, AgentWorker, LiveKitServer
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from soak_client import SENTENCES, make_utterances  # noqa: E402
-from soak_livekit_client import LiveKitClient  # noqa: E402
+from testing.fake_omni import FakeOmni, FakeOmniThread
+from testing.livekit_client import LiveKitClient
+from testing.utterances import SENTENCES, make_utterances
 
 pytestmark = [pytest.mark.slow]
 

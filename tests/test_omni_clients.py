@@ -15,13 +15,13 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from fake_omni import FakeOmni
 from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, APITimeoutError, llm
 
 from agent.omni_config import LLMConfig, OmniConfig
 from agent.omni_llm import OmniLLM
 from agent.omni_stt import OmniSTT
+from testing.fake_omni import FakeOmni
 
 NO_RETRY = APIConnectOptions(max_retry=0)
 

@@ -22,12 +22,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from livekit_fixtures import free_port
+
+from deploy.omni import footprint as fp
+from deploy.omni import gpu_split as gs
+from testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from deploy.omni import footprint as fp  # noqa: E402
-from deploy.omni import gpu_split as gs  # noqa: E402
 
 START_ALL = ROOT / "scripts" / "start_all.sh"
 DEPLOY_YAML = ROOT / "deploy" / "omni" / "qwen3_omni_thinker_only.yaml"

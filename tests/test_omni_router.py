@@ -15,7 +15,8 @@ from pathlib import Path
 
 import aiohttp
 import openai
-from fake_omni import DEFAULT_MODEL, FakeOmni
+
+from testing.fake_omni import DEFAULT_MODEL, FakeOmni
 
 ROUTER = Path(__file__).resolve().parents[1] / "scripts" / "backends" / "omni_router.py"
 

@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from testing.tts_bench import compare
+from testing.tts_bench.checks import longest_repeat
+
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,13 +32,6 @@ def _run_script(name: str, *args: str, timeout: float = 600) -> subprocess.Compl
 def _positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
-
-def _import_from_scripts(module: str):
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        return __import__(module, fromlist=["_"])
-    finally:
-        sys.path.remove(str(SCRIPTS))
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +137,6 @@ def test_bench_records_the_machine(bench_run):
 
 
 def test_comparison_ratios_read_both_ways():
-    compare = _import_from_scripts("tts_bench.compare")
     split = {"talker": {"mean": 1.0}, "predictor": {"mean": 4.0}, "codec": {"mean": 6.0}, "prefill": {"p50": 10.0}}
     base = {"generate_ms_per_frame": 5.0, "generate_steady_ms_per_frame": 4.0, "prefill_ms": 4.0,
             "generate_total_ms": 20.0, "codec_default_ms_per_frame": 3.0, "codec_whole_ms_per_frame": 3.0,
@@ -211,7 +206,6 @@ def test_golden_file_says_what_it_is_valid_for():
 
 
 def test_loop_detector_finds_back_to_back_repeats():
-    longest_repeat = _import_from_scripts("tts_bench.checks").longest_repeat
     rng = np.random.default_rng(0)
     fresh = rng.permutation(2048)[:100]
     assert longest_repeat(fresh)[0] == 1

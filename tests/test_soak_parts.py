@@ -1,22 +1,22 @@
 """The soak test's pieces that need no running system: the LiveKit client's paced microphone and its
 /metrics leak check (no livekit-server on this machine: the full LiveKit soak runs where one is),
-the event log both clients share, and the verdicts in soak_report.py."""
+the event log both clients share, the verdicts in testing/soak_report.py and the duplex benchmark's
+analysis."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from aiohttp import ClientSession, web
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-from soak_client import RATE, EventLog, Utterance  # noqa: E402
-from soak_livekit_client import MIC_FRAME, LiveKitClient, metric_value, metrics_leak_check  # noqa: E402
-from soak_report import REQUIRED_KEYS, memory_growth, trace_problems  # noqa: E402
+from testing.duplex_bench import analyse
+from testing.event_log import EventLog
+from testing.livekit_client import MIC_FRAME, LiveKitClient, metric_value, metrics_leak_check
+from testing.plots import duplex_timeline
+from testing.soak_report import REQUIRED_KEYS, memory_growth, trace_problems
+from testing.utterances import RATE, Utterance
 
 METRICS_BUSY = """# HELP agent_active_sessions Conversations in progress
 # TYPE agent_active_sessions gauge
@@ -152,7 +152,6 @@ def test_a_reply_cut_before_its_first_audio_needs_no_tts_figures():
 def test_bench_duplex_lines_up_the_agents_stamps_with_what_the_client_said_and_heard(tmp_path):
     """One turn answered, then a barge-in on the next reply, on one clock: each stage lands at its
     offset from our onset / end of speech, and the plot is drawn."""
-    from bench_duplex import analyse, plot
 
     spoken = [{"turn": 1, "text": "a", "barging": False, "onset": 10.0, "speech_end": 11.0, "sent_until": 11.3},
               {"turn": 2, "text": "b", "barging": True, "onset": 14.0, "speech_end": 15.0, "sent_until": 15.3}]
@@ -181,5 +180,5 @@ def test_bench_duplex_lines_up_the_agents_stamps_with_what_the_client_said_and_h
     assert second["endpointing_wait"] is None  # its record names no model times: not guessed
     assert second["matched_turn_id"] == 2 and second["heard"] == 650.0
     assert result["barge_in_stages_ms"]["heard_silent"]["n"] == 1 and result["turns_counted"] == 2
-    plot(result, tmp_path / "timeline.png", "test")
+    duplex_timeline(result, tmp_path / "timeline.png", "test")
     assert (tmp_path / "timeline.png").read_bytes().startswith(b"\x89PNG")

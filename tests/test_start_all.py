@@ -27,14 +27,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fake_omni import FakeOmni, FakeOmniThread
-from livekit_fixtures import free_port, free_port_block
+
+from agent.launch import read_chosen
+from testing.fake_omni import FakeOmni, FakeOmniThread
+from testing.ports import free_port, free_port_block
+from testing.utterances import SENTENCES
 
 ROOT = Path(__file__).resolve().parents[1]
 START_ALL = ROOT / "scripts" / "start_all.sh"
-sys.path.insert(0, str(ROOT / "scripts"))
-from soak_client import SENTENCES  # noqa: E402
-from soak_report import chosen_value  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 FAIL_FAST_S = 30  # a bad configuration must be reported well before any health-check timeout
@@ -266,7 +266,7 @@ def test_default_bringup_with_cpu_standins_soaks_4_sessions(run_env, cpu_backend
     status = start_all("status", run_env, timeout=60)
     assert status.returncode == 0 and status.stdout.count(" healthy ") == 6, status.stdout
     # the generated secret is in 0600 files only, never on a command line
-    secret = chosen_value(run_dir, "GENERATED_API_SECRET")
+    secret = read_chosen(run_dir / "chosen.env").get("GENERATED_API_SECRET")
     assert secret and len(secret) >= 32
     assert stat.S_IMODE((run_dir / "livekit" / "livekit.yaml").stat().st_mode) == 0o600
     assert not [p.pid for p in processes_of_run(str(run_dir)) if secret in " ".join(p.cmdline())]
@@ -296,7 +296,7 @@ def talk_in_chromium(page_url: str, sentence: str, tmp_path: Path) -> dict:
     and return the page's state (window.S) once it shows a turn and heard the agent."""
     from playwright.sync_api import sync_playwright
 
-    from agent.harness import speech_wav
+    from testing.harness import speech_wav
 
     spoken = speech_wav(sentence, tmp_path / "mic-speech.wav", rate=48000)
     mic = tmp_path / "mic.wav"

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from fake_omni import FakeOmni
 from livekit import rtc
 from livekit.agents import vad as lk_vad
 
 from agent.config import DEFAULT_TURN_MODEL, AgentConfig, TurnConfig
-from agent.harness import Conversation, agent_config, scripted, speech_wav
 from agent.pipeline import load_vad
 from agent.turn_end import MODEL_RATE, MODEL_WINDOW_S, SmartTurnModel, TurnAudio
+from testing.fake_omni import FakeOmni
+from testing.harness import Conversation, agent_config, scripted, speech_wav
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

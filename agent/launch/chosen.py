@@ -1,6 +1,6 @@
 """chosen.env in the run folder: what start chose and why, what it launches, and a generated key pair
 (mode 0600). Shell-quoted NAME=value lines (a list is a bash array), so start_all.sh sources it and
-scripts/soak_report.py's chosen_value reads it."""
+`read_chosen` reads it back (for start, and for the soak's endpoints: testing/soak_report.py)."""
 
 from __future__ import annotations
 

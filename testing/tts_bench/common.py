@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from agent.trace_stats import percentile
+
 T = TypeVar("T")
 
 # Different texts so concurrent streams do not run identical work (and identical prompts).
@@ -93,9 +95,10 @@ def ms_summary(seconds: list[float]) -> dict[str, float | int]:
     """p50 / p95 / mean / max in milliseconds of a list of durations in seconds."""
     if not seconds:
         return {"n": 0, "p50": math.nan, "p95": math.nan, "mean": math.nan, "max": math.nan}
-    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    return {"n": len(ms), "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
-            "mean": float(ms.mean()), "max": float(ms.max())}
+    ms = [s * 1000.0 for s in seconds]
+    p50, p95 = percentile(ms, 50), percentile(ms, 95)
+    assert p50 is not None and p95 is not None  # ms is not empty
+    return {"n": len(ms), "p50": p50, "p95": p95, "mean": float(np.mean(ms)), "max": max(ms)}
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -110,7 +113,8 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp1
 
 def _cpuinfo() -> tuple[str | None, list[str]]:
     """(model name, flags) of the first CPU in /proc/cpuinfo; (None, []) where there is none."""
-    model, flags = None, []
+    model: str | None = None
+    flags: list[str] = []
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

@@ -1,6 +1,6 @@
 """Headless harness: a real AgentSession with real Silero and the real engine, WAV files played in
 real time as the microphone, a recording speaker. Tests, the pipeline benchmark and the soak use it
-(with the fake Omni server from tests/ or a real Omni endpoint)."""
+(with the fake Omni server, testing/fake_omni.py, or a real Omni endpoint)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .audio_io import RecordingAudioOutput, WavAudioInput
-from .config import AgentConfig, TurnConfig, VADConfig
-from .omni_config import LLMConfig, OmniConfig
-from .pipeline import VoicePipeline
+from agent.config import AgentConfig, TurnConfig, VADConfig
+from agent.omni_config import LLMConfig, OmniConfig
+from agent.pipeline import VoicePipeline
+
+from .audio_input import WavAudioInput
+from .recording import RecordingAudioOutput
 
 
 def speech_wav(text: str, path: Path, voice: str = "en-us", speed: int = 165, rate: int = 16000) -> Path:

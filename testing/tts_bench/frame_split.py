@@ -10,6 +10,8 @@ open, so the engine thread never touches that slot meanwhile.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from tts_engine.predictor_step import predict_codebooks
@@ -71,7 +73,7 @@ def _frames(engine, voice, tokens: list[int], frames: int, slot: int,
 
 
 def measure_frame_split(engine, frames: int, speaker: str, language: str, text: str,
-                        warmup_frames: int = 2, prefills: int = 1) -> dict[str, dict]:
+                        warmup_frames: int = 2, prefills: int = 1) -> dict[str, Any]:
     """{stage: ms summary} for talker, predictor, codec and their per-frame total; the prefill
     (`prefills` samples, prompt building included) and the prompt length in tokens."""
     voice = resolve_voice(engine.loaded.talker_config, speaker, language, engine.languages)

@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from soak_client import RATE, VOICED_RMS, Utterance
+
+from .event_log import VOICED_RMS
+from .utterances import RATE, Utterance
 
 LEAD_S = 2.0  # silence before the first utterance (the call connects while the fake mic already plays)
 BARGE_AFTER_S = 1.8  # after an utterance whose reply is talked over: its end -> the barge-in's onset

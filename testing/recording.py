@@ -1,9 +1,5 @@
-"""Audio I/O for running an AgentSession without a LiveKit room (tests, direct WebRTC).
-
-The sink (`PacedAudioOutput`) lives in audio_output.py, the file/array microphone
-(`WavAudioInput`) in audio_input.py; this module re-exports both and adds the recording sink
-tests and offline runs use to inspect what the agent actually played, and when.
-"""
+"""A speaker stand-in for headless runs: the agent's paced output, recording what it played and when
+(tests and offline runs inspect it). The real sink is agent/audio_output.py's `PacedAudioOutput`."""
 
 from __future__ import annotations
 
@@ -15,18 +11,7 @@ from pathlib import Path
 import numpy as np
 from livekit import rtc
 
-from .audio_input import ClipSpan, WavAudioInput, resample
-from .audio_output import MAX_FRAME_S, PacedAudioOutput, PlaybackListener
-
-__all__ = [
-    "MAX_FRAME_S",
-    "ClipSpan",
-    "PacedAudioOutput",
-    "PlaybackListener",
-    "RecordingAudioOutput",
-    "WavAudioInput",
-    "resample",
-]
+from agent.audio_output import PacedAudioOutput
 
 
 class RecordingAudioOutput(PacedAudioOutput):

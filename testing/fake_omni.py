@@ -186,7 +186,7 @@ class FakeOmni:
         form = await request.post()
         rec["form"] = {k: v for k, v in form.items() if isinstance(v, str)}
         upload = form.get("file")
-        if isinstance(upload, str) or upload is None:
+        if not isinstance(upload, web.FileField):
             return _error(400, "multipart field 'file' is required")
         rec["audio"] = upload.file.read()
         if not form.get("model"):
@@ -236,7 +236,8 @@ class FakeOmni:
     # ------------------------------------------------------------------------------ helpers
 
     def _record(self, request: web.Request) -> dict[str, Any]:
-        rec = {"path": request.path, "json": None, "form": {}, "audio": None, "time": time.monotonic()}
+        rec: dict[str, Any] = {"path": request.path, "json": None, "form": {}, "audio": None,
+                               "time": time.monotonic()}
         self.requests.append(rec)
         return rec
 
@@ -399,7 +400,7 @@ class FakeOmniThread:
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve the fake on its own, for benchmarks of the rest of the system (docs/benchmarks.md):
 
-        .venv/bin/python tests/fake_omni.py --port 8091 &
+        .venv/bin/python -m testing.fake_omni --port 8091 &
         OMNI_BASE_URL=http://127.0.0.1:8091/v1 scripts/start_all.sh start
 
     It transcribes every utterance as the next of a few fixed sentences and answers each with --reply,

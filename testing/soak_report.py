@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from agent.launch import read_chosen
 from agent.trace_stats import STAGES, LoadedTraces, TraceLine, stage_stats, summarize
 
 # Every turn record must carry these (traces/README.md); the durations must be >= 0 or null.
@@ -23,37 +24,24 @@ REQUIRED_KEYS = ("session_id", "turn_id", "ts", "user_text", "agent_text", *STAG
 ANSWER_STAGES = ("vad_to_stt_ms", "stt_ms", "llm_ttft_ms", "tts_ttfa_ms", "voice_to_voice_ms")
 
 
-def chosen_value(run_dir: Path, key: str) -> str | None:
-    """A value start_all.sh wrote to chosen.env (shell-quoted KEY=VALUE lines)."""
-    try:
-        lines = (run_dir / "chosen.env").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        name, sep, value = line.partition("=")
-        if sep and name == key:
-            try:
-                parts = shlex.split(value)
-            except ValueError:
-                return None
-            return parts[0] if parts else None
-    return None
-
-
 def fill_endpoints(args: Any) -> None:
     """--base and --metrics-url, where not given: what start_all.sh recorded in --run-dir, else the
     token server on $TOKEN_SERVER_PORT (8080)."""
-    run_dir = Path(args.run_dir)
-    args.base = (args.base or chosen_value(run_dir, "PAGE_URL")
+    chosen = read_chosen(Path(args.run_dir) / "chosen.env")
+    args.base = (args.base or chosen.get("PAGE_URL")
                  or f"http://127.0.0.1:{os.environ.get('TOKEN_SERVER_PORT', '8080')}")
-    args.metrics_url = args.metrics_url or chosen_value(run_dir, "AGENT_METRICS_URL")
+    args.metrics_url = args.metrics_url or chosen.get("AGENT_METRICS_URL")
 
 
-def write_json(report: dict[str, Any], path: str) -> Path:
-    out = Path(path)
+def write_report(report: dict[str, Any], json_path: str, png_path: str | None,
+                 draw: Callable[[Path], None]) -> str:
+    """The JSON report, and its plot drawn by `draw` (default: next to the JSON, .png); says where."""
+    out = Path(json_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    return out
+    png = Path(png_path) if png_path else out.with_suffix(".png")
+    draw(png)
+    return f"report: {out}  plot: {png}"
 
 
 # ---- memory -------------------------------------------------------------------------------------
@@ -142,9 +130,10 @@ def trace_problems(rec: dict[str, Any], session_id: str | None) -> list[str]:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v < 0):
             problems.append(f"{where}: {key} = {v!r} is not a non-negative number")
     if rec.get("error") is None:
-        # a reply cut before its first audio frame was never heard: it has no TTS or voice-to-voice
+        # a reply cut before its first audio frame, or replaced by a reply to the user's further
+        # words before it played (superseded), was never heard: it has no TTS or voice-to-voice
         # figure to give, only the stages up to the cut
-        heard = not (rec.get("interrupted") and rec.get("tts_ttfa_ms") is None)
+        heard = not (rec.get("superseded") or rec.get("interrupted") and rec.get("tts_ttfa_ms") is None)
         required = ANSWER_STAGES if heard else ANSWER_STAGES[:2]
         problems += [f"{where}: {k} is null in an answered turn" for k in required if rec.get(k) is None]
         if rec.get("interrupted") and rec.get("cancel_to_silence_ms") is None:
@@ -196,10 +185,3 @@ def format_summary(report: dict[str, Any]) -> str:
     lines.append("RESULT: PASS" if not r["failures"] else
                  "RESULT: FAIL\n" + "\n".join(f"  - {f}" for f in r["failures"]))
     return "\n".join(lines) + "\n"
-
-
-def write_png(records: list[dict[str, Any]], path: Path) -> None:
-    # the same drawing as scripts/trace_report.py --png (imported, not copied)
-    from trace_report import render_png
-
-    path.write_bytes(render_png(records))

@@ -1,6 +1,6 @@
-"""The soak test's client in LiveKit mode: a LiveKit participant that joins the room with the token
-server's token (as the page does), publishes a microphone track, hears the agent's audio track and
-reads the agent's events from the "agent-events" data topic. Used by scripts/soak.py.
+"""A LiveKit-mode caller: a LiveKit participant that joins the room with the token server's token
+(as the page does), publishes a microphone track, hears the agent's audio track and reads the
+agent's events from the "agent-events" data topic. The soak and the LiveKit tests call through it.
 
 The microphone is paced the way a real one is: 10 ms frames captured in real time (silence when
 nothing is being said), so the agent's VAD sees a person in a quiet room.
@@ -19,7 +19,9 @@ import aiohttp
 import numpy as np
 from livekit import rtc
 from prometheus_client.parser import text_string_to_metric_families
-from soak_client import RATE, EventLog, Said, Utterance, poll_until
+
+from .event_log import EventLog, Said, poll_until
+from .utterances import RATE, Utterance
 
 EVENTS_TOPIC = "agent-events"
 MIC_FRAME = RATE // 100  # 10 ms

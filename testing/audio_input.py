@@ -19,6 +19,8 @@ import soundfile as sf
 from livekit import rtc
 from livekit.agents.voice import io
 
+from agent.turn_end import resample
+
 logger = logging.getLogger(__name__)
 
 ClipSource = str | Path | np.ndarray
@@ -168,12 +170,3 @@ def _to_mono_int16(data: np.ndarray) -> np.ndarray:
         data = data * 32767.0
     return np.clip(np.round(data), -32768, 32767).astype(np.int16)
 
-
-def resample(pcm: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Resample int16 mono with livekit's native (soxr) resampler, flushing its tail."""
-    resampler = rtc.AudioResampler(input_rate=rate_in, output_rate=rate_out, num_channels=1,
-                                   quality=rtc.AudioResamplerQuality.HIGH)
-    frame = rtc.AudioFrame(data=pcm.tobytes(), sample_rate=rate_in, num_channels=1,
-                           samples_per_channel=len(pcm))
-    out = [*resampler.push(frame), *resampler.flush()]
-    return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in out]).astype(np.int16)

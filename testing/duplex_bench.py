@@ -1,0 +1,152 @@
+"""The duplex benchmark's calls and analysis (scripts/bench_duplex.py is its command line): what the
+listener said and heard, lined up with the agent's trace stamps on the one monotonic clock of a
+host, into per-barge-in and per-turn stages (ms after our speech onset / our true end of speech)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from agent.trace_stats import stage_stats
+
+BARGE_IN_STAGES = ("agent_onset", "paused", "vad_detected", "cut", "agent_silent", "played_silent", "heard_silent")
+TURN_STAGES = ("agent_end", "end_of_speech", "stt_done", "committed", "llm_first_token", "tts_first_audio", "published",
+               "played", "heard")
+# per turn, derived (ms): what the listener waited beyond deciding the turn was over and the three models
+TURN_BUDGET = ("endpointing_wait", "model_time", "beyond_endpointing_and_models")
+# trace clock key of each stage
+BARGE_IN_CLOCK = {"agent_onset": "barge_in_onset", "paused": "barge_in_paused", "vad_detected": "barge_in_detected",
+                  "cut": "barge_in_cut", "agent_silent": "barge_in_silent"}
+TURN_CLOCK = {"agent_end": "speech_end", "end_of_speech": "vad_end", "stt_done": "stt_done", "committed": "llm_started",
+              "llm_first_token": "llm_first_token", "tts_first_audio": "tts_first_audio", "published": "published"}
+MATCH_WINDOW_S = 3.0  # an agent stamp this far from the moment it estimates belongs to another event
+REPLY_WINDOW_S = 60.0  # the first agent audio after our speech within this is its reply
+
+
+def _ms(start: float, end: float | None) -> float | None:
+    return None if end is None else round((end - start) * 1000, 1)
+
+
+def nearest(records: list[dict[str, Any]], key: str, at: float) -> dict[str, Any] | None:
+    """The record whose clock[key] is nearest to `at`, within MATCH_WINDOW_S."""
+    best = min((r for r in records if key in r.get("clock", {})), key=lambda r: abs(r["clock"][key] - at),
+               default=None)
+    return best if best is not None and abs(best["clock"][key] - at) <= MATCH_WINDOW_S else None
+
+
+def last_during(times: list[float] | None, start: float, end: float) -> float | None:
+    """The last of `times` in (start, end]; None if none (or not measured)."""
+    inside = [t for t in times or () if start < t <= end]
+    return inside[-1] if inside else None
+
+
+def barge_in_event(said: dict[str, Any], records: list[dict[str, Any]], heard_at: list[float],
+                   played_at: list[float] | None = None) -> dict[str, Any]:
+    """One barge-in's stages, ms after our onset; None where the agent or the wire showed nothing."""
+    onset = said["onset"]
+    rec = nearest([r for r in records if r.get("interrupted")], "barge_in_onset", onset)
+    clock = rec["clock"] if rec is not None else {}
+    event: dict[str, Any] = {"turn": said["turn"], "matched_turn_id": rec.get("turn_id") if rec else None}
+    for stage, key in BARGE_IN_CLOCK.items():
+        event[stage] = _ms(onset, clock.get(key))
+    # the cut reply's audio that still arrived while we talked (the next reply cannot start before we stop)
+    event["played_silent"] = _ms(onset, last_during(played_at, onset, said["sent_until"]))
+    event["heard_silent"] = _ms(onset, last_during(heard_at, onset, said["sent_until"]))
+    event["agent_was_audible"] = any(onset - 1.0 < t <= onset for t in heard_at)
+    return event
+
+
+def turn_event(said: dict[str, Any], next_onset: float | None, records: list[dict[str, Any]],
+               heard_at: list[float], played_at: list[float] | None = None) -> dict[str, Any]:
+    """One turn's stages, ms after our true end of speech."""
+    end = said["speech_end"]
+    rec = nearest(records, "vad_end", end)
+    clock = rec["clock"] if rec is not None else {}
+    event: dict[str, Any] = {"turn": said["turn"], "matched_turn_id": rec.get("turn_id") if rec else None}
+    for stage, key in TURN_CLOCK.items():
+        event[stage] = _ms(end, clock.get(key))
+    limit = min(end + REPLY_WINDOW_S, next_onset) if next_onset is not None else end + REPLY_WINDOW_S
+    first = next((t for t in heard_at if end < t <= limit), None)
+    event["played"] = _ms(end, next((t for t in played_at or () if end < t <= limit), None))
+    event["heard"] = _ms(end, first)
+    event.update(turn_budget(event, rec or {}))
+    return event
+
+
+def turn_budget(event: dict[str, Any], rec: dict[str, Any]) -> dict[str, float | None]:
+    """The turn's wait split into deciding the turn was over, the models, and everything else."""
+    stages = [event["end_of_speech"], event["stt_done"], event["committed"], event["heard"]]
+    models = [rec.get("stt_ms"), rec.get("llm_ttft_ms"), rec.get("tts_ttfa_ms")]
+    if any(v is None for v in stages) or any(v is None for v in models):
+        return dict.fromkeys(TURN_BUDGET)
+    endpointing = event["end_of_speech"] + max(0.0, event["committed"] - event["stt_done"])
+    model_time = sum(v for v in models if v is not None)  # none is, here
+    return {"endpointing_wait": round(endpointing, 1), "model_time": round(model_time, 1),
+            "beyond_endpointing_and_models": round(event["heard"] - endpointing - model_time, 1)}
+
+
+def analyse(spoken: list[dict[str, Any]], records: list[dict[str, Any]], heard_at: list[float],
+            played_at: list[float] | None = None) -> dict[str, Any]:
+    """`heard_at`: when agent audio reached the listener; `played_at` (the page only): when each agent
+    packet left the jitter buffer for playout, before the browser's audio rendering."""
+    onsets = [s["onset"] for s in spoken]
+    barge_ins = [barge_in_event(s, records, heard_at, played_at) for s in spoken if s["barging"]]
+    turns = [turn_event(s, onsets[k + 1] if k + 1 < len(onsets) else None, records, heard_at, played_at)
+             for k, s in enumerate(spoken)]
+    counted = [b for b in barge_ins if b["agent_was_audible"]]  # one that came after the reply ended cut nothing
+    return {
+        "barge_ins": barge_ins, "turns": turns,
+        "barge_in_stages_ms": {s: stage_stats([b[s] for b in counted if b[s] is not None]) for s in BARGE_IN_STAGES},
+        "turn_stages_ms": {s: stage_stats([t[s] for t in turns if t[s] is not None]) for s in TURN_STAGES},
+        "turn_budget_ms": {s: stage_stats([t[s] for t in turns if t[s] is not None]) for s in TURN_BUDGET},
+        "barge_ins_counted": len(counted), "turns_counted": sum(t["heard"] is not None for t in turns),
+    }
+
+
+def summary(result: dict[str, Any], mode: str) -> str:
+    lines = [f"bench_duplex ({mode}): {result['barge_ins_counted']} barge-ins over a speaking agent, "
+             f"{result['turns_counted']} turns heard",
+             f"  {'barge-in, ms after our onset':32s} {'n':>4s} {'p50':>8s} {'p95':>8s} {'max':>8s}"]
+
+    def row(name: str, st: dict[str, Any]) -> str:
+        cells = [f"{st[k]:8.1f}" if st[k] is not None else f"{'-':>8s}" for k in ("p50", "p95", "max")]
+        return f"  {name:32s} {st['n']:4d} {' '.join(cells)}"
+    lines += [row(s, st) for s, st in result["barge_in_stages_ms"].items()]
+    lines.append(f"  {'turn, ms after our end of speech':32s}")
+    lines += [row(s, st) for s, st in result["turn_stages_ms"].items()]
+    lines.append(f"  {'turn, ms spent on':32s}")
+    lines += [row(s, st) for s, st in result["turn_budget_ms"].items()]
+    return "\n".join(lines) + "\n"
+
+
+async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """One call of 2N+1 turns that talks over every other reply (the options of scripts/bench_duplex.py),
+    through the soak's client or (--browser) the page in Chromium; its analysis."""
+    import aiohttp
+
+    from .soak import Soak, call, get_token, make_client
+    from .utterances import make_utterances
+
+    with tempfile.TemporaryDirectory(prefix="bench-duplex-") as tmp:
+        utterances = make_utterances(2 * args.barge_ins + 1, Path(tmp))
+        if args.browser:
+            from .browser_call import browser_call
+            heard = await browser_call(args.base, utterances, Path(tmp))
+            failures = [f"the page showed: {e}" for e in heard["errors"]]
+            return {"mode": heard["mode"], "client": "chromium", "failures": failures, "page": heard["page"],
+                    **analyse(heard["spoken"], heard["records"], heard["heard_at"], heard["played_at"])}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                     timeout=aiohttp.ClientTimeout(total=30)) as http:
+        grant = await get_token(http, args.base.rstrip("/"), f"bench-duplex-{os.getpid()}")
+        client = make_client(grant.get("mode"), args.metrics_url)
+        soak = Soak(client, utterances, args.turn_timeout, args.max_reply, args.seed, barge_in_every=2)
+        await call(http, client, grant, soak, asyncio.Lock())
+    if soak.failures:
+        print("bench_duplex: the conversation had problems:\n  " + "\n  ".join(soak.failures), file=sys.stderr)
+    result = analyse(soak.spoken, soak.turns(), list(client.voiced_at))
+    return {"mode": grant.get("mode"), "client": type(client).__name__, "failures": soak.failures, **result}

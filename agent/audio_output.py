@@ -14,6 +14,7 @@ this class exposes are time.monotonic(); only livekit's own events carry time.ti
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections import deque
@@ -27,8 +28,18 @@ from livekit.agents.voice import io
 
 logger = logging.getLogger(__name__)
 
-PlaybackListener = Callable[[str, float], None]
-"""`callback(event, t)`: event in started/finished/cleared/paused/resumed, t monotonic seconds."""
+class PlaybackEvent(enum.Enum):
+    """What the output just did; transports react to these (they never decide a barge-in)."""
+
+    STARTED = "started"  # a segment's first frame was played
+    FINISHED = "finished"  # a segment was reported finished (played out, or interrupted)
+    CLEARED = "cleared"  # the queue was dropped (a barge-in's cut)
+    PAUSED = "paused"  # playout stopped, the queue kept (the user may be talking over us)
+    RESUMED = "resumed"
+
+
+PlaybackListener = Callable[[PlaybackEvent, float], None]
+"""`callback(event, t)`, t in monotonic seconds."""
 
 MAX_FRAME_S = 0.02  # longer frames are split so pause/clear act within one 20 ms frame
 # A frame this late means the queue ran dry (TTS slower than real time) or the loop stalled:
@@ -163,7 +174,7 @@ class PacedAudioOutput(io.AudioOutput):
         self._queued_samples = 0
         self._next_due = None
         if discards:
-            self._emit("cleared", now)
+            self._emit(PlaybackEvent.CLEARED, now)
         for seg in list(self._open):
             if seg is self._capturing:
                 seg.cleared = True
@@ -182,7 +193,7 @@ class PacedAudioOutput(io.AudioOutput):
             self.silent_since = max(now, self._audible_until)
         if self._last_seg is not None:
             self._end_run(self._last_seg)
-        self._emit("paused", now)
+        self._emit(PlaybackEvent.PAUSED, now)
 
     def resume(self) -> None:
         super().resume()
@@ -190,7 +201,7 @@ class PacedAudioOutput(io.AudioOutput):
             return
         self._paused = False
         self._next_due = None  # restart the clock now; never burst the paused time out
-        self._emit("resumed", time.monotonic())
+        self._emit(PlaybackEvent.RESUMED, time.monotonic())
         self._kick()
 
     async def aclose(self) -> None:
@@ -267,7 +278,7 @@ class PacedAudioOutput(io.AudioOutput):
             seg.started = True
             self.segments_started += 1
             self.on_playback_started(created_at=time.time())
-            self._emit("started", now)
+            self._emit(PlaybackEvent.STARTED, now)
         seg.played_s += frame.duration
         seg.due_end = due + frame.duration
         self._audible_until = now + frame.duration
@@ -300,9 +311,9 @@ class PacedAudioOutput(io.AudioOutput):
         self.segments_finished += 1
         self.interrupted_segments += int(interrupted)
         self.on_playback_finished(playback_position=seg.played_s, interrupted=interrupted)
-        self._emit("finished", at)
+        self._emit(PlaybackEvent.FINISHED, at)
 
-    def _emit(self, event: str, t: float) -> None:
+    def _emit(self, event: PlaybackEvent, t: float) -> None:
         for callback in list(self._listeners):
             try:
                 callback(event, t)
@@ -326,8 +337,8 @@ def silence_transport_on_cut(output: PacedAudioOutput, clear: Callable[[], None]
     A barge-in empties the paced output; the wire must go silent too, not play out what the
     transport already holds. A pause (the user may be talking over us) silences it the same way:
     at most one frame of audio is lost if the agent then resumes."""
-    def on_playback(event: str, _t: float) -> None:
-        if event in ("cleared", "paused"):
+    def on_playback(event: PlaybackEvent, _t: float) -> None:
+        if event in (PlaybackEvent.CLEARED, PlaybackEvent.PAUSED):
             clear()
 
     output.add_playback_listener(on_playback)

@@ -1,5 +1,9 @@
 """Duplex controller: the one place that owns barge-in and the conversation's turn state.
 
+It alone pauses, resumes and clears the output and cancels engine streams; what a barge-in is, its
+outcomes and the policies (immediate cut / minimum speech / minimum speech without resume) are the
+typed contract in agent/barge_in.py. Transports react to the output's PlaybackEvents.
+
 States: LISTENING (user's turn) -> THINKING (reply being generated, nothing audible yet) ->
 SPEAKING (reply audible) -> back to LISTENING; INTERRUPTED while a barge-in is being resolved.
 
@@ -13,8 +17,8 @@ on from where it paused. On the VAD's start of speech the barge-in is recorded, 
 - min_speech_s > 0 (backchannel tolerance): the controller cuts once the VAD has heard that much
   speech (not counting the silence Silero waits out before its end of speech, which livekit's own
   interruption counts: that one stays configured above it, as a backstop); if the user stops sooner
-  it was a false interruption and the policy decides: "resume" plays on from where it paused,
-  "drop" cuts anyway.
+  it was a false interruption and the policy decides: MinimumSpeech plays on from where it paused,
+  MinimumSpeechNoResume cuts anyway.
 Echo never reaches this point: the EchoGate removes it from the microphone stream before the VAD.
 """
 
@@ -25,12 +29,20 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from livekit.agents import vad as lk_vad
 from livekit.agents.voice import AgentSession
 
+from .barge_in import (
+    BargeIn,
+    BargeInOutcome,
+    BargeInPolicy,
+    ImmediateCut,
+    MinimumSpeech,
+    MinimumSpeechNoResume,
+)
 from .clock import monotonic_from_wall
 from .tts_plugin import EngineTTS
 
@@ -68,6 +80,13 @@ class DuplexConfig:
         if self.early_pause_threshold is not None and not 0 < self.early_pause_threshold < 1:
             raise ValueError("early_pause_threshold must be in (0, 1), or None to pause at the VAD's start of speech")
 
+    def policy(self) -> BargeInPolicy:
+        if self.barge_in_min_speech_s <= 0:
+            return ImmediateCut()
+        if self.false_interruption == "resume":
+            return MinimumSpeech(self.barge_in_min_speech_s)
+        return MinimumSpeechNoResume(self.barge_in_min_speech_s)
+
 
 def _window_seconds(ev: lk_vad.VADEvent) -> float:
     """How much audio the VAD judged for this event (one 32 ms Silero window at 16 kHz)."""
@@ -84,46 +103,6 @@ class EarlyPause:
     # however late the VAD's own backdated start of speech comes when inference runs behind
     speech_by: float
     cold_windows: int = 0
-
-
-@dataclass
-class BargeIn:
-    """One barge-in, in time.monotonic seconds."""
-
-    detected_at: float  # the VAD's START_OF_SPEECH reached the controller
-    silent_at: float  # when no more agent audio could be heard (end of the frame in flight)
-    while_state: str
-    onset_at: float | None = None  # when the user's speech really began (the VAD backdates its start)
-    paused_at: float | None = None  # the output was silenced (an early pause, or at detection)
-    outcome: str = "pending"  # "cut", "false_resumed", "false_dropped"
-    cut_at: float | None = None
-    # what was being said when the user cut in: a cut stops exactly these, never a reply that
-    # started later (e.g. livekit answering the interrupting words before our VAD saw their end)
-    speech: Any = None  # livekit SpeechHandle
-    engine_streams: list = field(default_factory=list)
-
-    @property
-    def cancel_to_silence_ms(self) -> float:
-        """Detection -> silence on our side: only the drain of the frame already handed over."""
-        return max(0.0, (self.silent_at - self.detected_at) * 1000)
-
-    @property
-    def onset_to_silence_ms(self) -> float | None:
-        """The user's speech onset -> no more agent audio leaving the agent (the wire and the
-        listener's jitter buffer come on top: scripts/bench_duplex.py measures those at the listener)."""
-        return None if self.onset_at is None else max(0.0, (self.silent_at - self.onset_at) * 1000)
-
-    def clock(self) -> dict[str, float]:
-        """Its moments on the monotonic clock: barge_in_onset (the true speech onset), _paused, _detected,
-        _cut, _silent."""
-        stamps = {"barge_in_onset": self.onset_at, "barge_in_paused": self.paused_at,
-                  "barge_in_detected": self.detected_at, "barge_in_cut": self.cut_at, "barge_in_silent": self.silent_at}
-        return {k: v for k, v in stamps.items() if v is not None}
-
-    @property
-    def detect_ms(self) -> float | None:
-        """The user's speech onset -> the VAD's START_OF_SPEECH (min_speech_s, windows, inference)."""
-        return None if self.onset_at is None else max(0.0, (self.detected_at - self.onset_at) * 1000)
 
 
 class DuplexController:
@@ -143,6 +122,10 @@ class DuplexController:
         self.early: EarlyPause | None = None  # silenced on a hot window, the VAD's start not yet seen
         self.early_pauses = 0
         self.early_pauses_released = 0  # not followed by speech: the reply played on
+
+    @property
+    def policy(self) -> BargeInPolicy:
+        return self.config.policy()
 
     @property
     def output(self) -> Any:
@@ -169,14 +152,14 @@ class DuplexController:
                 self._set(DuplexState.SPEAKING)
         elif new in ("listening", "idle"):
             if self.pending is not None:
-                self._finish_pending("cut")  # livekit confirmed the barge-in and stopped the reply
+                self._finish_pending(BargeInOutcome.CUT)  # livekit confirmed the barge-in and stopped the reply
             self._release_early("the reply ended")  # a paused output must never outlive its reply
             self._set(DuplexState.LISTENING)
 
     def _on_user_state(self, ev: Any) -> None:
         if ev.new_state == "speaking":
             self._user_started(onset_at=monotonic_from_wall(getattr(ev, "created_at", None)))
-        elif ev.new_state == "listening" and self.pending is not None and self.pending.outcome == "pending":
+        elif ev.new_state == "listening" and self.pending is not None and self.pending.outcome is BargeInOutcome.PENDING:
             self._false_interruption()
 
     def on_vad_event(self, ev: lk_vad.VADEvent) -> None:
@@ -208,8 +191,8 @@ class DuplexController:
         """Cut once the user has really spoken `barge_in_min_speech_s`. Silero's speech_duration goes on
         counting through the silence it waits before END_OF_SPEECH, so a short "mm-hm" followed by
         that silence would reach the minimum too: the trailing silence is taken off."""
-        pending, needed = self.pending, self.config.barge_in_min_speech_s
-        if pending is None or pending.outcome != "pending" or needed <= 0:
+        pending, needed = self.pending, self.policy.min_speech_s
+        if pending is None or pending.outcome is not BargeInOutcome.PENDING or needed <= 0:
             return
         if ev.speech_duration - ev.raw_accumulated_silence >= needed:
             log.info("barge-in confirmed after %.2f s of speech", needed)
@@ -235,24 +218,25 @@ class DuplexController:
         self.pending = self._new_barge_in(now, onset_at)
         self._set(DuplexState.INTERRUPTED)
         log.info("barge-in detected while %s", self.pending.while_state)
-        if self.config.barge_in_min_speech_s <= 0:
+        if self.policy.min_speech_s <= 0:
             self.cut()
         else:
             self._verdict = asyncio.get_running_loop().create_future()
 
     def _false_interruption(self) -> None:
         assert self.pending is not None
-        if self.config.false_interruption == "resume":
-            log.info("false interruption (speech shorter than %.2f s): resuming", self.config.barge_in_min_speech_s)
+        outcome = self.policy.on_short_speech()
+        if outcome is BargeInOutcome.FALSE_RESUMED:
+            log.info("false interruption (speech shorter than %.2f s): resuming", self.policy.min_speech_s)
             pending = self.pending
             self.pending = None
-            pending.outcome = "false_resumed"
+            pending.outcome = outcome
             self._give_verdict(drop_transcript=True)
             self._record(pending)
             self.output.resume()
             self._set(DuplexState.SPEAKING if pending.while_state == "speaking" else DuplexState.THINKING)
         else:
-            self.cut(outcome="false_dropped")
+            self.cut(outcome=outcome)
 
     # ---- the cut -------------------------------------------------------------------------------
 
@@ -266,7 +250,7 @@ class DuplexController:
                        paused_at=early.paused_at if early is not None else now,
                        speech=self.session.current_speech, engine_streams=streams)
 
-    def cut(self, outcome: str = "cut") -> None:
+    def cut(self, outcome: BargeInOutcome = BargeInOutcome.CUT) -> None:
         """Hard barge-in: empty the output queue, cancel the reply's TTS and LLM. Safe to repeat."""
         now = time.monotonic()
         barge_in = self.pending or self._new_barge_in(now)
@@ -283,7 +267,13 @@ class DuplexController:
         self._finish_pending(outcome, cut_at=now)
         self._set(DuplexState.LISTENING)
 
-    def _finish_pending(self, outcome: str, cut_at: float | None = None) -> None:
+    def stop_replies(self) -> None:
+        """The session is closing: stop every engine stream still making a reply."""
+        for synthesis in list(self.tts.active_streams):
+            if synthesis.engine_stream is not None:
+                synthesis.engine_stream.cancel()
+
+    def _finish_pending(self, outcome: BargeInOutcome, cut_at: float | None = None) -> None:
         pending, self.pending = self.pending, None
         self._give_verdict(drop_transcript=False)
         if pending is None:

@@ -29,9 +29,10 @@ from livekit.plugins import silero
 from tts_engine import TTSEngine
 
 from .audio_output import PacedAudioOutput
+from .barge_in import BargeIn
 from .clock import monotonic_from_wall
 from .config import AgentConfig
-from .duplex import BargeIn, DuplexController
+from .duplex import DuplexController
 from .echo_gate import EchoGate
 from .omni_llm import OmniLLM
 from .omni_stt import OmniSTT
@@ -185,9 +186,7 @@ class VoicePipeline:
         if self._closed:
             return
         self._closed = True
-        for stream in list(self.tts.active_streams):
-            if stream.engine_stream is not None:
-                stream.engine_stream.cancel()
+        self.controller.stop_replies()
         if self._started:
             await self.session.aclose()
         self.tracer.flush_closing()
@@ -272,6 +271,6 @@ class VoicePipeline:
         self.tracer.barge_in(barge_in.cancel_to_silence_ms, barge_in.outcome,
                              onset_to_silence_ms=barge_in.onset_to_silence_ms, detect_ms=barge_in.detect_ms,
                              clock=barge_in.clock())
-        self._emit("barge_in", {"outcome": barge_in.outcome, "cancel_to_silence_ms": barge_in.cancel_to_silence_ms,
+        self._emit("barge_in", {"outcome": barge_in.outcome.value, "cancel_to_silence_ms": barge_in.cancel_to_silence_ms,
                                 "onset_to_silence_ms": barge_in.onset_to_silence_ms,
                                 "detect_ms": barge_in.detect_ms})

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .barge_in import BargeInOutcome
+
 log = logging.getLogger(__name__)
 
 SAME_END_S = 0.25  # two VAD end-of-speech detections this close together are one end
@@ -279,15 +281,15 @@ class TurnTracer:
             self.turn.interrupted = self.turn.interrupted or interrupted
             self.close(reason="interrupted" if interrupted else "done")
 
-    def barge_in(self, cancel_to_silence_ms: float, outcome: str, onset_to_silence_ms: float | None = None,
+    def barge_in(self, cancel_to_silence_ms: float, outcome: BargeInOutcome, onset_to_silence_ms: float | None = None,
                  detect_ms: float | None = None, clock: dict[str, float] | None = None) -> None:
         """A barge-in closes the turn being answered and opens the user's new one."""
         now = time.monotonic()
         t = self.turn
         if t is None:
             return
-        t.barge_in_outcome = outcome
-        if outcome == "false_resumed":
+        t.barge_in_outcome = outcome.value
+        if outcome is BargeInOutcome.FALSE_RESUMED:
             return
         t.interrupted = True
         t.cancel_to_silence_ms = round(cancel_to_silence_ms, 2)

@@ -243,7 +243,7 @@ async def test_short_backchannel_is_tolerated_by_policy(engine, vad, speech, tmp
             conv.mic.schedule(yes, at_s=conv.mic.position_s + 0.05)
             await conv.wait_for(lambda: conv.pipeline.controller.history, 15, "the backchannel to be resolved")
             barge = conv.pipeline.controller.history[0]
-            assert barge.outcome == outcome
+            assert barge.outcome.value == outcome
             await conv.wait_turns(1, timeout=40)
             first = conv.turns[0]
             assert first["barge_in_outcome"] == outcome

@@ -17,7 +17,7 @@ from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, tts, 
 from livekit.agents.voice import Agent, AgentSession, io
 from livekit.plugins import silero
 
-from agent.audio_output import PacedAudioOutput
+from agent.audio_output import PacedAudioOutput, PlaybackEvent
 from testing.audio_input import WavAudioInput
 from testing.recording import RecordingAudioOutput
 
@@ -50,14 +50,15 @@ class Events:
         self.started: list[io.PlaybackStartedEvent] = []
         self.finished: list[io.PlaybackFinishedEvent] = []
         self.progressed: list[io.PlaybackProgressedEvent] = []
-        self.listener: list[tuple[str, float]] = []
+        self.listener: list[tuple[PlaybackEvent, float]] = []
         out.on("playback_started", self.started.append)
         out.on("playback_finished", self.finished.append)
         out.on("playback_progressed", self.progressed.append)
         out.add_playback_listener(lambda ev, t: self.listener.append((ev, t)))
 
     def names(self) -> list[str]:
-        return [ev for ev, _ in self.listener]
+        assert all(isinstance(ev, PlaybackEvent) for ev, _ in self.listener)
+        return [ev.value for ev, _ in self.listener]
 
 
 async def wait_until(cond, timeout: float = 3.0) -> None:

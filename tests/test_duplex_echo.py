@@ -12,6 +12,7 @@ import pytest
 import torch
 from spoken_engine import EchoPath, SpokenEngine
 
+from agent.barge_in import BargeInOutcome
 from agent.echo_gate import EchoGateConfig
 from testing.fake_omni import FakeOmni
 from testing.harness import Conversation, agent_config, scripted, speech_wav
@@ -87,7 +88,7 @@ async def test_user_talking_over_the_echoing_agent_still_cuts_it(vad, user_clips
             conv.mic.schedule(user_clips[1], at_s=conv.mic.position_s + 0.02)
             await conv.wait_for(lambda: conv.pipeline.controller.history, 10, "the barge-in")
             barge = conv.pipeline.controller.history[0]
-            assert barge.outcome == "cut" and barge.paused_at is not None
+            assert barge.outcome is BargeInOutcome.CUT and barge.paused_at is not None
             assert conv.turns[0]["interrupted"] is True
     finally:
         await omni.stop()

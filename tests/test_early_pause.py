@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 from livekit.agents import vad as lk_vad
 
+from agent.barge_in import BargeInOutcome
 from agent.duplex import EARLY_PAUSE_COLD_WINDOWS, DuplexConfig, DuplexController, DuplexState
 
 
@@ -56,7 +57,7 @@ def test_a_hot_window_pauses_and_the_vads_start_makes_it_a_barge_in():
     controller._on_user_state(_user_state("speaking"))  # the VAD's START_OF_SPEECH
     assert controller.early is None and len(controller.history) == 1
     barge = controller.history[0]
-    assert barge.outcome == "cut" and barge.paused_at == paused_at <= barge.detected_at
+    assert barge.outcome is BargeInOutcome.CUT and barge.paused_at == paused_at <= barge.detected_at
     assert barge.silent_at <= barge.detected_at  # silence began at the early pause, not at detection
     assert controller.early_pauses == 1 and controller.early_pauses_released == 0
 
@@ -104,4 +105,4 @@ async def test_a_backchannel_is_measured_without_the_silence_after_it():
     controller.on_vad_event(hangover(0.6, 0.25))  # 0.35 s of "mm-hm" + 0.25 s of the silence after it
     assert controller.pending is not None and controller.history == []
     controller.on_vad_event(hangover(0.55, 0.0))  # a user who keeps talking
-    assert controller.history[0].outcome == "cut" and "clear" in output.calls
+    assert controller.history[0].outcome is BargeInOutcome.CUT and "clear" in output.calls

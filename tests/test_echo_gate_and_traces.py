@@ -10,6 +10,7 @@ import pytest
 from livekit import rtc
 from livekit.agents.voice import io
 
+from agent.barge_in import BargeInOutcome
 from agent.echo_gate import EchoGate, EchoGateConfig, frame_rms
 from agent.traces import TraceWriter, TurnTracer
 from testing.soak_report import trace_problems
@@ -140,7 +141,7 @@ def test_barge_in_closes_the_cut_turn_with_its_spoken_text(tmp_path):
     tracer.llm_started(REPLY)
     tracer.llm_first_token(REPLY)
     tracer.playback_started()
-    tracer.barge_in(4.2, "cut")
+    tracer.barge_in(4.2, BargeInOutcome.CUT)
     assert tracer.records == []  # waits for the truncated assistant message
     tracer.agent_message("Once upon", interrupted=True)
     (cut,) = tracer.records
@@ -157,7 +158,7 @@ def test_a_turn_opened_by_a_barge_in_is_not_timed_out_while_the_user_still_talks
     tracer.stt_finished(5.0, "tell me a story")
     tracer.llm_started(REPLY)
     tracer.playback_started()
-    tracer.barge_in(4.2, "cut")
+    tracer.barge_in(4.2, BargeInOutcome.CUT)
     assert tracer.agent_idle() is None  # the new turn has no reply yet: nothing is due
     tracer.agent_message("Once", interrupted=True)
     tracer.user_speech_ended()
@@ -249,7 +250,7 @@ def test_a_barge_in_records_its_onset_to_silence_and_detection_time():
     tracer.llm_started(REPLY)
     tracer.playback_started()
     stamps = {"barge_in_onset": 7.0, "barge_in_detected": 7.2468, "barge_in_cut": 7.247, "barge_in_silent": 7.251}
-    tracer.barge_in(4.2, "cut", onset_to_silence_ms=251.0, detect_ms=246.8, clock=stamps)
+    tracer.barge_in(4.2, BargeInOutcome.CUT, onset_to_silence_ms=251.0, detect_ms=246.8, clock=stamps)
     tracer.agent_message("Once", interrupted=True)
     (cut,) = tracer.records
     assert (cut["cancel_to_silence_ms"], cut["onset_to_silence_ms"], cut["barge_in_detect_ms"]) == (4.2, 251.0, 246.8)
@@ -257,7 +258,7 @@ def test_a_barge_in_records_its_onset_to_silence_and_detection_time():
 
 
 def test_barge_in_times_from_the_backdated_onset():
-    from agent.duplex import BargeIn
+    from agent.barge_in import BargeIn
 
     b = BargeIn(detected_at=50.30, silent_at=50.32, while_state="speaking", onset_at=50.05)
     assert b.detect_ms == pytest.approx(250.0) and b.onset_to_silence_ms == pytest.approx(270.0)

@@ -11,7 +11,7 @@
 from .app import SERVICE_KEY, SpeechService, make_app
 from .background import BackgroundServer, serve_beside
 from .config import ConfigError, SpeechApiConfig
-from .timestamps import FrameObserver, NoTimestamps
+from .timestamps import FrameObserver, NoTimestamps, WordTimestamps
 
 __all__ = ["SERVICE_KEY", "BackgroundServer", "ConfigError", "FrameObserver", "NoTimestamps", "SpeechApiConfig",
-           "SpeechService", "make_app", "serve_beside"]
+           "SpeechService", "WordTimestamps", "make_app", "serve_beside"]

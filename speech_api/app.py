@@ -21,8 +21,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -44,7 +42,6 @@ from .errors import ApiError, engine_unavailable, render_error
 from .metrics import SpeechMetrics
 from .request import Catalog, parse_speech_request
 from .speech_stream import SpeechStreamer
-from .timestamps import FrameObserver, NoTimestamps
 from .ws import speech_socket
 
 log = logging.getLogger(__name__)
@@ -67,8 +64,6 @@ class SpeechService:
         self.metrics = SpeechMetrics(engine.load)
         self.streams: set[TTSStream] = set()  # open engine streams, cancelled on shutdown
         self.sockets: set[web.WebSocketResponse] = set()
-        # one per WebSocket utterance: (stream, start message) -> events after each frame (item 2: words)
-        self.frame_observer: Callable[[TTSStream, dict[str, Any]], FrameObserver] = NoTimestamps
         self.created = int(time.time())
 
     # ---- engine access -------------------------------------------------------------------------

@@ -16,10 +16,12 @@ from typing import Any
 from .audio import FORMATS, MAX_SPEED, MIN_SPEED
 from .config import SpeechApiConfig
 from .errors import ApiError, bad_field
+from .timestamps import TIMESTAMP_CHOICES
 
 log = logging.getLogger(__name__)
 
-SPEECH_FIELDS = ("model", "input", "voice", "response_format", "speed", "instructions", "stream_format", "language")
+SPEECH_FIELDS = ("model", "input", "voice", "response_format", "speed", "instructions", "stream_format", "language",
+                 "timestamps")
 STREAM_FORMATS = ("audio", "sse")
 
 
@@ -40,6 +42,7 @@ class SpeechRequest:
     response_format: str = "mp3"  # OpenAI's defaults
     speed: float = 1.0
     stream_format: str = "audio"
+    timestamps: str = "none"  # "word": word events in the SSE stream (ours; OpenAI has none)
 
 
 def _present(data: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +132,10 @@ def parse_speech_request(data: Any, catalog: Catalog, cfg: SpeechApiConfig) -> S
                             "unsupported_parameter")
         log.info("instructions ignored (SPEECH_API_IGNORE_INSTRUCTIONS=1): %d characters", len(instructions))
     options = {"response_format": _choice(data, "response_format", FORMATS), "speed": _speed(data),
-               "stream_format": _choice(data, "stream_format", STREAM_FORMATS)}
+               "stream_format": _choice(data, "stream_format", STREAM_FORMATS),
+               "timestamps": _choice(data, "timestamps", TIMESTAMP_CHOICES)}
+    if options["timestamps"] == "word" and options["stream_format"] != "sse":
+        raise bad_field("timestamps", "word timestamps come as events of an SSE stream: add \"stream_format\": \"sse\"",
+                        "unsupported_parameter")
     return SpeechRequest(input=text, voice=voice, language=language,
                          **{k: v for k, v in options.items() if v is not None})  # type: ignore[arg-type]

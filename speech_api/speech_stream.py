@@ -16,7 +16,9 @@ app's middleware, which answers nobody (the `client_gone` status, 499, is only c
 
 SSE events (OpenAI's): `data: {"type": "speech.audio.delta", "audio": "<base64 of response_format
 bytes>"}` per chunk, then `data: {"type": "speech.audio.done", "usage": {"input_tokens": text tokens,
-"output_tokens": codec frames, "total_tokens": sum}}`; no `event:` lines and no `[DONE]`.
+"output_tokens": codec frames, "total_tokens": sum}}`; no `event:` lines and no `[DONE]`. With
+`"timestamps": "word"` (ours), `{"type": "speech.audio.word", "word", "start_s", "end_s"}` follows the
+delta that carried the word's end (timestamps.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tts_engine.frames import PACKETS_PER_FRAME  # each 80 ms codec frame arrive
 from .audio import AudioChain
 from .errors import ApiError, engine_unavailable, error_body
 from .request import SpeechRequest
+from .timestamps import observer_for
 
 if TYPE_CHECKING:
     from .app import SpeechService
@@ -67,6 +70,9 @@ class _AudioBody:
     async def audio(self, data: bytes) -> None:
         await self.response.write(data)
 
+    async def events(self, events: list[dict[str, Any]]) -> None:
+        pass  # raw audio carries no events
+
     async def done(self, usage: Callable[[], dict[str, int]]) -> None:
         pass  # raw audio just ends
 
@@ -90,6 +96,10 @@ class _SseBody(_AudioBody):
     async def fail(self, error: dict[str, Any]) -> None:
         await self._event({"type": "error", **error})
 
+    async def events(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            await self._event(event)
+
     async def _event(self, event: dict[str, Any]) -> None:
         await self.response.write(b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
 
@@ -101,6 +111,8 @@ class SpeechStreamer:
         self.request_id, self.started = request_id, started
         self.chain: AudioChain | None = None
         self._first_audio_at: float | None = None
+        self.words = observer_for(stream, req.timestamps, "speech.audio.word", req.speed)
+        self.frames_sent = 0
 
     async def run(self) -> web.StreamResponse:
         end = "error"
@@ -159,12 +171,15 @@ class SpeechStreamer:
                 if (packet.seq + 1) % PACKETS_PER_FRAME == 0:
                     await self._send(body, chain.push(np.concatenate(pending)))
                     pending.clear()
+                    self.frames_sent += 1
+                    await self._words(body)
                 packet = await anext(self.stream, None)
             if self.stream.cancelled:  # the server is shutting down: cut audio must not look complete
                 await self._cut(body, error_body(503, "the service is shutting down", "engine_unavailable"))
                 return "cancelled"
             tail = chain.push(np.concatenate(pending)) if pending else b""
             await self._send(body, tail + chain.finish())
+            await self._words(body)  # the audio ended: its last word is final now
             async with asyncio.timeout(self.service.cfg.write_timeout_s):
                 await body.done(self._usage)
                 await response.write_eof()
@@ -205,6 +220,12 @@ class SpeechStreamer:
         if self._first_audio_at is None:
             self._first_audio_at = time.monotonic()
             self.service.metrics.ttfa.labels("speech").observe(self._first_audio_at - self.started)
+
+    async def _words(self, body: _AudioBody) -> None:
+        events = self.words.on_frame(self.frames_sent)
+        if events:
+            async with asyncio.timeout(self.service.cfg.write_timeout_s):
+                await body.events(events)
 
     def _usage(self) -> dict[str, int]:
         inputs, outputs = text_tokens(self.service, self.req.input), self.stream.stats.frames

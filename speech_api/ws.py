@@ -5,13 +5,17 @@ connection then counts as one of its key's streams until it closes. Messages (JS
 JSON text frames and binary frames out), one utterance at a time, any number per connection:
 
     client -> {"type": "start", "voice": "ryan", "language"?: "english", "response_format"?: "pcm",
-               "model"?: "qwen3-tts"}                  opens an engine stream (pcm is the only format)
+               "model"?: "qwen3-tts", "timestamps"?: "word"|"none"}
+                                                      opens an engine stream (pcm is the only format)
     server <- {"type": "started", "utterance": 1, "format": "pcm_s16le", "sample_rate": 24000, "channels": 1}
     client -> {"type": "text", "text": "Hello "}      any number, any chunking (same audio as all at once)
     client -> {"type": "end"}                         no more text: the utterance runs to its end
     server <- binary frames: raw s16le 24 kHz mono PCM, one 80 ms codec frame each, as each decodes
+    server <- {"type": "word", "word": "Hello,", "start_s": 0.0, "end_s": 0.32}   once the audio up to
+               the word's end was sent (timestamps.py; unless the start said "timestamps": "none")
     server <- {"type": "done", "utterance": 1, "reason": "eos"|"frame_cap"|"cancelled"|"error",
-               "frames": n, "audio_seconds": s, "ttfa_ms": first text -> first audio sent (or null)}
+               "frames": n, "audio_seconds": s, "ttfa_ms": first text -> first audio sent (or null),
+               "words": word events sent}
     client -> {"type": "cancel"}                      stops at once (the slot is freed); "done" follows
     server <- {"type": "error", "error": {"message", "type", "param", "code"}}   a refused message; the
                connection stays open (engine_busy carries "retry_after": seconds)
@@ -19,8 +23,8 @@ JSON text frames and binary frames out), one utterance at a time, any number per
 Closing the socket cancels the utterance and frees its engine slot at once. A connection that sends
 nothing for `ws_idle_timeout_s` while the server waits for its text is closed (code 1000).
 
-Hook for item 2 (word timestamps): after each binary frame, the events of the utterance's
-FrameObserver (timestamps.py) are sent, and its `on_done` adds fields to "done".
+After each binary frame, and once more when the audio ended, the events of the utterance's
+FrameObserver (timestamps.py) are sent; its `on_done` adds fields to "done".
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from tts_engine.frames import PACKETS_PER_FRAME
 from .audio import OUTPUT_RATE, AudioChain
 from .errors import ApiError, bad_field, error_body
 from .request import check_model, voice_and_language
-from .timestamps import FrameObserver
+from .timestamps import TIMESTAMP_CHOICES, FrameObserver, observer_for
 
 if TYPE_CHECKING:
     from .app import SpeechService
@@ -50,7 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 20.0  # ping interval: a peer that vanished without a close is noticed within ~2 of these
-START_FIELDS = ("type", "voice", "language", "response_format", "model")
+START_FIELDS = ("type", "voice", "language", "response_format", "model", "timestamps")
 
 
 class _Utterance:
@@ -170,13 +174,17 @@ class _Session:
         if data.get("response_format") not in (None, "pcm"):
             raise bad_field("response_format", "the WebSocket sends pcm only (s16le, 24 kHz, mono); use "
                                                "POST /v1/audio/speech for encoded formats", "unsupported_format")
+        timestamps = data.get("timestamps", "word")
+        if timestamps not in TIMESTAMP_CHOICES:
+            raise bad_field("timestamps", f"'timestamps' must be one of {', '.join(TIMESTAMP_CHOICES)}; "
+                                          f"got {str(timestamps)[:64]!r}")
         voice, language = voice_and_language(data, self.service.catalog, self.service.cfg)
         stream = self.service.open_stream(voice, language)
         self.service.track(stream)
         self.count += 1
         try:
             chain = AudioChain("pcm", self.service.engine.config.output_sample_rate)
-            observer = self.service.frame_observer(stream, data)
+            observer = observer_for(stream, timestamps, "word")
         except BaseException:
             self.service.untrack(stream, "ws", "error")
             raise
@@ -196,6 +204,8 @@ class _Session:
                     pending.clear()
             if pending:
                 await self._send_frame(u, np.concatenate(pending))
+            for event in u.observer.on_frame(u.frames):  # the audio ended: its last word is final now
+                await self._send_json(event)
             reason = "cancelled" if u.stream.cancelled else u.stream.stats.finish_reason or "eos"
         except StreamError as exc:
             code = "input_too_long" if isinstance(exc.__cause__, InvalidTextError) else "stream_failed"

@@ -165,6 +165,27 @@ def test_sse_events_are_openais(client, reference):
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
 
 
+def test_sse_word_timestamps_follow_the_audio_that_carries_them(client, reference):
+    """Ours, asked for with "timestamps": "word" (OpenAI's client passes it as extra_body): a word
+    event per word, after the delta that carried its end, contiguous and covering the audio."""
+    with client.audio.speech.with_streaming_response.create(
+            model="tts-1", input=TEXT, voice="ryan", response_format="pcm", stream_format="sse",
+            extra_body={"timestamps": "word"}) as response:
+        events = [sse.json() for sse in SSEDecoder().iter_bytes(response.iter_bytes())]
+    received, words = 0.0, []
+    for e in events:
+        if e["type"] == "speech.audio.delta":
+            received += len(base64.b64decode(e["audio"])) / 2 / 24000
+        elif e["type"] == "speech.audio.word":
+            assert e["end_s"] <= received + 1e-6, "a word came before its audio"
+            words.append(e)
+    assert [w["word"] for w in words] == TEXT.split() and events[-1]["type"] == "speech.audio.done"
+    assert words[0]["start_s"] == 0 and words[-1]["end_s"] == pytest.approx(len(reference) / 24000)
+    assert all(a["end_s"] == b["start_s"] < b["end_s"] for a, b in zip(words, words[1:], strict=False))
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
+    assert audio == reference.tobytes()  # the same audio with or without timestamps
+
+
 def test_sse_through_openais_stream_class(client):
     """OpenAI's client's own SSE path (Stream): each event arrives as a parsed object."""
     body = speech_body(response_format="mp3", stream_format="sse")
@@ -233,6 +254,8 @@ BAD_REQUESTS = [  # (body, content type, status, param, code)
     (b'{"model": "tts-1", "input": "hi", "voice": "ryan", "speed": NaN}', "application/json", 400, "speed",
      "invalid_type"),
     (_bad(stream_format="chunks"), "application/json", 400, "stream_format", "invalid_value"),
+    (_bad(timestamps="sentence", stream_format="sse"), "application/json", 400, "timestamps", "invalid_value"),
+    (_bad(timestamps="word"), "application/json", 400, "timestamps", "unsupported_parameter"),  # needs sse
     (_bad(instructions="Speak cheerfully."), "application/json", 400, "instructions", "unsupported_parameter"),
     (_bad(temperature=0.5), "application/json", 400, "temperature", "unknown_parameter"),
     (b'{"input": "' + b"x" * (70 * 1024) + b'"}', "application/json", 413, None, "body_too_large"),

@@ -52,15 +52,20 @@ async def wait_released(engine, server, timeout: float = 5.0) -> None:
 
 
 async def next_json(ws) -> dict:
+    """The next JSON event other than a word timestamp (the word-by-word test checks those)."""
     while True:
         msg = await asyncio.wait_for(ws.receive(), 30)
         if msg.type == aiohttp.WSMsgType.TEXT:
-            return json.loads(msg.data)
+            event = json.loads(msg.data)
+            if event.get("type") != "word":
+                return event
+            continue
         assert msg.type == aiohttp.WSMsgType.BINARY, msg
 
 
-async def utterance(ws, chunks: list[str], voice: str = "ryan") -> tuple[bytes, dict]:
-    """One utterance over an open socket: its audio and its done event."""
+async def utterance(ws, chunks: list[str], voice: str = "ryan", words: list | None = None) -> tuple[bytes, dict]:
+    """One utterance over an open socket: its audio and its done event; word events go to `words`,
+    each with the seconds of audio received before it."""
     await ws.send_json({"type": "start", "voice": voice})
     assert (await next_json(ws))["type"] == "started"
     for chunk in chunks:
@@ -73,6 +78,10 @@ async def utterance(ws, chunks: list[str], voice: str = "ryan") -> tuple[bytes, 
             audio += msg.data
             continue
         event = json.loads(msg.data)
+        if event["type"] == "word":
+            if words is not None:
+                words.append((event, len(audio) / 2 / 24000))
+            continue
         assert event["type"] == "done", event
         return bytes(audio), event
 
@@ -83,11 +92,19 @@ async def test_websocket_word_by_word_equals_all_at_once(server, api_engine):
     reference = engine_stream_pcm(api_engine, TEXT)
     async with aiohttp.ClientSession() as http, http.ws_connect(server.url + "/v1/audio/speech/stream",
                                                                   headers=auth()) as ws:
-        words = [w + " " for w in TEXT.split(" ")]
-        by_word, done = await utterance(ws, words)
-        at_once, done_again = await utterance(ws, [TEXT])  # a second utterance on the same socket
+        chunks = [w + " " for w in TEXT.split(" ")]
+        words, words_again = [], []
+        by_word, done = await utterance(ws, chunks, words=words)
+        at_once, done_again = await utterance(ws, [TEXT], words=words_again)  # a second one, same socket
     assert np.array_equal(np.frombuffer(by_word, "<i2"), reference)
     assert by_word == at_once
+    # word timestamps: one per word, the same however the text came, monotonic and covering the audio
+    assert [e["word"] for e, _ in words] == TEXT.split() and done["words"] == len(words)
+    assert [e for e, _ in words] == [e for e, _ in words_again]
+    starts, ends = [e["start_s"] for e, _ in words], [e["end_s"] for e, _ in words]
+    assert starts[0] == 0 and ends[-1] == pytest.approx(len(reference) / 24000)
+    assert all(a < b for a, b in zip(starts, starts[1:], strict=False)) and starts[1:] == ends[:-1]
+    assert all(end <= received + 1e-6 for (e, received), end in zip(words, ends, strict=True))  # never ahead
     assert done["reason"] == "frame_cap" and done["frames"] == len(reference) // 1920
     assert done["audio_seconds"] == len(reference) / 24000 and done["ttfa_ms"] >= 0
     assert (done["utterance"], done_again["utterance"]) == (1, 2)
@@ -104,6 +121,7 @@ async def test_websocket_refusals_leave_the_socket_usable(server, api_engine):
                               ({"type": "start", "voice": "ryan", "response_format": "mp3"}, "unsupported_format"),
                               ({"type": "start", "voice": "ryan", "speed": 2}, "unknown_parameter"),
                               ({"type": "start", "voice": "ryan", "model": "whisper-1"}, "model_not_found"),
+                              ({"type": "start", "voice": "ryan", "timestamps": "char"}, "invalid_value"),
                               ([1, 2], "invalid_message")]:
             await ws.send_json(message)
             event = await next_json(ws)

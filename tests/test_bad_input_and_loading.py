@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from tts_engine import (
     EngineConfig,
@@ -104,7 +105,10 @@ def test_loads_real_checkpoint_layout_through_qwen_tts(tiny_checkpoint):
     (dict(), "exactly one"),
     (dict(model="x", random_weights="0.6b"), "exactly one"),
     (dict(random_weights="3b"), "random_weights"),
-    (dict(model="x", dtype="bfloat16"), "CUDA"),
+    (dict(model="x", dtype="float16"), "CUDA"),
+    (dict(model="x", quantize="int4"), "quantize"),
+    (dict(model="x", quantize="int8", dtype="bfloat16"), "float32"),
+    (dict(model="x", quantize="int8", device="cuda"), "CPU"),
     (dict(model="x", output_sample_rate=22050), "output_sample_rate"),
     (dict(model="x", max_streams=0), "max_streams"),
     (dict(model="x", cuda_graphs=True), "CUDA"),
@@ -112,6 +116,13 @@ def test_loads_real_checkpoint_layout_through_qwen_tts(tiny_checkpoint):
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EngineConfig(**kwargs)
+
+
+def test_bf16_is_allowed_on_the_cpu_and_quantize_resolves():
+    assert EngineConfig(model="x", dtype="bfloat16").torch_dtype == torch.bfloat16
+    assert not EngineConfig(model="x", dtype="bfloat16").use_int8  # dynamic int8 takes float32 input
+    assert not EngineConfig(model="x", quantize="none").use_int8
+    assert EngineConfig(model="x", quantize="int8").use_int8
 
 
 def test_context_manager_closes_and_rejects_new_streams(tiny_checkpoint):

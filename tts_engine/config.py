@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .cpu_precision import cpu_has_int8_dot
 from .frames import DECODER_RATE, SUPPORTED_OUTPUT_RATES
 
 RANDOM_WEIGHT_SIZES = ("0.6b", "1.7b")
+QUANTIZE_MODES = ("auto", "none", "int8")
 
 
 @dataclass(frozen=True)
@@ -104,12 +106,18 @@ class EngineConfig:
     live_reserve_slots: of the max_streams slots, this many are kept for live calls - an API or
     whole-file open is refused (EngineBusy) when no more than these are free - so a call's next reply
     always finds a slot; at most max_streams - 1 are kept (`live_reserve`).
+    dtype None: float32 on the CPU (bf16 is allowed there but measured no faster at batch 1),
+    bfloat16 on CUDA. quantize: 'int8' swaps the talker's and code predictor's large linears for
+    dynamic int8 ones (CPU, float32 only; cpu_precision.py); 'auto' does so on a CPU with int8 dot
+    products (VNNI/AMX) when the dtype is float32 - the CPU fast path; 'none' keeps the checkpoint's
+    arithmetic, which is what is exactly equivalent to the qwen-tts package.
     """
 
     model: str | None = None
     random_weights: str | None = None
     device: str = "cpu"
     dtype: str | None = None  # default: float32 on CPU, bfloat16 on CUDA
+    quantize: str = "auto"  # auto | none | int8 (see the docstring)
     do_sample: bool = True
     seed: int = 0
     sampling: SamplingConfig | None = None  # overrides do_sample when given
@@ -139,8 +147,12 @@ class EngineConfig:
             raise ValueError("max_context must be >= 64")
         if self.dtype is not None and self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError("dtype must be float32, bfloat16 or float16")
-        if self.dtype in ("bfloat16", "float16") and not self.device.startswith("cuda"):
-            raise ValueError(f"{self.dtype} is for CUDA devices; on the CPU use float32 (bf16 is ~20x slower there)")
+        if self.dtype == "float16" and not self.device.startswith("cuda"):
+            raise ValueError("float16 is for CUDA devices; on the CPU use float32 or bfloat16")
+        if self.quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {self.quantize!r}")
+        if self.quantize == "int8" and (self.device.startswith("cuda") or self.torch_dtype != torch.float32):
+            raise ValueError("quantize='int8' is for the CPU in float32 (dynamic int8 linears take float32 input)")
         if self.cuda_graphs is True and not self.device.startswith("cuda"):
             raise ValueError("cuda_graphs=True needs a CUDA device")
 
@@ -148,6 +160,14 @@ class EngineConfig:
     def torch_dtype(self) -> torch.dtype:
         name = self.dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
         return getattr(torch, name)
+
+    @property
+    def use_int8(self) -> bool:
+        """Whether the talker's and predictor's large linears run in int8 (the resolved `quantize`)."""
+        if self.quantize == "auto":
+            return (not self.device.startswith("cuda") and self.torch_dtype == torch.float32
+                    and cpu_has_int8_dot())
+        return self.quantize == "int8"
 
     @property
     def live_reserve(self) -> int:

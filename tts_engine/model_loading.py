@@ -20,6 +20,7 @@ import torch
 
 from . import architectures as arch
 from .config import EngineConfig
+from .cpu_precision import quantize_linears_int8
 from .errors import UnsupportedModelError
 
 log = logging.getLogger(__name__)
@@ -152,5 +153,15 @@ def build_random_model(cfg: EngineConfig) -> LoadedModel:
                        speech_decoder=decoder, is_test_voice=True)
 
 
+def apply_precision(loaded: LoadedModel, cfg: EngineConfig) -> LoadedModel:
+    """The CPU fast path: int8 linears in the talker's layers and the code predictor (`cfg.use_int8`).
+    The codec head stays float (the runner reads its weight's device and dtype) as does the codec."""
+    if cfg.use_int8:
+        talker = loaded.model.talker
+        count = quantize_linears_int8(talker.model) + quantize_linears_int8(talker.code_predictor)
+        log.info("int8 linears: %d in the talker and code predictor", count)
+    return loaded
+
+
 def load_model(cfg: EngineConfig) -> LoadedModel:
-    return load_checkpoint(cfg) if cfg.model is not None else build_random_model(cfg)
+    return apply_precision(load_checkpoint(cfg) if cfg.model is not None else build_random_model(cfg), cfg)

@@ -56,6 +56,42 @@ class Agreement:
     codec_snr_db: float  # reference audio vs test audio (inf when identical)
 
 
+@dataclass(frozen=True)
+class QualityGate:
+    """What a precision must keep, teacher-forced along the same codes as the float32 reference
+    (teacher_forcing.compare): logit cosine of the talker's code-0 and the predictor's codebook 1-15
+    logits (mean and worst over frames), and the streaming codec's waveform SNR.
+
+    Measured (12 frames, full-size random 0.6B, 2026-12-04): int8 talker cosine 0.9976 mean / 0.9974
+    min, predictor 0.9952 / 0.9931, codec untouched (SNR inf); bf16 0.9999 / 0.9998 and 0.9998 /
+    0.9997, codec 38.9 dB. Random weights are a hard case (no trained structure to absorb rounding);
+    the gates leave about 2x the measured distance to 1.
+    """
+
+    logit_cosine_mean: float
+    logit_cosine_min: float
+    codec_snr_db: float
+
+    def failures(self, agreement: Agreement) -> list[str]:
+        """Each threshold the agreement misses, in words; empty when it passes."""
+        a, out = agreement, []
+        for part in ("talker", "predictor"):
+            mean, worst = getattr(a, f"{part}_cosine_mean"), getattr(a, f"{part}_cosine_min")
+            if mean < self.logit_cosine_mean:
+                out.append(f"{part} logit cosine mean {mean:.5f} < {self.logit_cosine_mean}")
+            if worst < self.logit_cosine_min:
+                out.append(f"{part} logit cosine min {worst:.5f} < {self.logit_cosine_min}")
+        if a.codec_snr_db < self.codec_snr_db:
+            out.append(f"codec SNR {a.codec_snr_db:.1f} dB < {self.codec_snr_db} dB")
+        return out
+
+
+QUALITY_GATES = {
+    "int8": QualityGate(logit_cosine_mean=0.99, logit_cosine_min=0.985, codec_snr_db=60.0),
+    "bf16": QualityGate(logit_cosine_mean=0.999, logit_cosine_min=0.998, codec_snr_db=25.0),
+}
+
+
 def text_track_id(text_ids: list[int], index: int, tts_eos_id: int, tts_pad_id: int) -> int:
     """The text-track token fed with talker step `index` (token 0 rides in the prompt): the text,
     then tts_eos once, then tts_pad - the rule `Utterance.text_id_for_talk` applies once text ended."""

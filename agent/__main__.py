@@ -16,11 +16,11 @@ from livekit.agents import cli
 from speech_api import SpeechApiConfig, serve_beside
 
 from .config import AgentConfig, WorkerConfig, engine_config_from_env
-from .engine_watch import EXIT_ENGINE_DEAD, EngineWatch
-from .omni_config import OmniConfig
+from .observe.engine_watch import EXIT_ENGINE_DEAD, EngineWatch
+from .plugins.omni_config import OmniConfig
 from .resources import SharedResources
-from .worker import WorkerState, make_server
-from .worker_health import WorkerHealthServer
+from .transport.worker import WorkerState, make_server
+from .transport.worker_health import WorkerHealthServer
 
 JOB_COMMANDS = ("start", "dev", "connect")  # the CLI commands that run a worker which takes jobs
 

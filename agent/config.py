@@ -13,10 +13,10 @@ from typing import Literal
 from token_server.env import FLAG, INTEGER, NUMBER, EnvSpec, Parser, Var
 from tts_engine import EngineConfig
 
-from .duplex import DuplexConfig
-from .echo_gate import EchoGateConfig
-from .omni_config import LLMConfig, OmniConfig
-from .tts_plugin import VoiceOptions
+from .plugins.omni_config import LLMConfig, OmniConfig
+from .plugins.tts_plugin import VoiceOptions
+from .session.duplex import DuplexConfig
+from .session.echo_gate import EchoGateConfig
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class VADConfig:
 @dataclass(frozen=True)
 class TurnConfig:
     """End-of-turn rules, all local (no cloud turn model): VAD silence alone, or a short VAD silence
-    and then the local Smart Turn model deciding whether to answer now (agent/turn_end.py)."""
+    and then the local Smart Turn model deciding whether to answer now (agent/session/turn_end.py)."""
 
     endpointing_min_delay_s: float = 0.05  # extra wait after END_OF_SPEECH before replying
     endpointing_max_delay_s: float = 3.0

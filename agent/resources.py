@@ -13,8 +13,8 @@ from livekit.agents import vad as lk_vad
 from tts_engine import EngineConfig, TTSEngine
 
 from .config import AgentConfig
-from .pipeline import load_vad
-from .turn_end import SmartTurnModel
+from .session.pipeline import load_vad
+from .session.turn_end import SmartTurnModel
 
 log = logging.getLogger(__name__)
 

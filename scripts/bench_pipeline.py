@@ -7,7 +7,7 @@ Runs a real AgentSession with real Silero and the tiny TTS engine on the CPU; th
 with zero added latency, so what is measured is the pipeline itself. Every other turn the user
 barges in while the agent is speaking. Reports overhead (voice-to-voice minus the time inside STT,
 LLM and TTS) and cancel-to-silence percentiles from the per-turn traces it writes (linear between
-the closest ranks, as every report here: agent/trace_stats.py's `percentile`).
+the closest ranks, as every report here: agent/observe/trace_stats.py's `percentile`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from livekit.plugins import silero
 
-from agent.trace_stats import stage_stats
+from agent.observe.trace_stats import stage_stats
 from testing.fake_omni import FakeOmni
 from testing.harness import Conversation, agent_config, speech_wav
 from tts_engine import EngineConfig, FrameCapConfig, SchedulerConfig, TTSEngine
@@ -74,7 +74,7 @@ async def run(turns: int, workdir: Path) -> dict:
     overhead = [r["pipeline_overhead_ms"] for r in records if r["pipeline_overhead_ms"] is not None]
     cancel = [r["cancel_to_silence_ms"] for r in records if r["interrupted"] and r["cancel_to_silence_ms"] is not None]
     v2v = [r["voice_to_voice_ms"] for r in records if r["voice_to_voice_ms"] is not None]
-    # percentiles as in every report: agent/trace_stats.py's (linear between the closest ranks)
+    # percentiles as in every report: agent/observe/trace_stats.py's (linear between the closest ranks)
     over, cut, heard = stage_stats(overhead), stage_stats(cancel), stage_stats(v2v)
     return {
         "turns": len(records), "errors": sum(1 for r in records if r["error"]),

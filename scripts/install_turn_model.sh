@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the local end-of-turn model the agent's adaptive endpointing uses (agent/turn_end.py):
+# Installs the local end-of-turn model the agent's adaptive endpointing uses (agent/session/turn_end.py):
 # Smart Turn v3.2 (CPU ONNX, 8.7 MB, BSD-2-Clause, by Daily), which ships inside the pipecat-ai wheel
 # on PyPI. Only the model file is taken from the wheel (pip download, no install: pipecat-ai's own
 # pins would clash with this project's); it lands in .tools/smart-turn/. Run by scripts/test.sh and

@@ -257,7 +257,7 @@ start_cpu_standins() {
 # LIVEKIT_API_KEY / LIVEKIT_API_SECRET are exported (cmd_start), never on a command line.
 start_agent() {
   local fix="see the log; OMNI_* and TTS_* are described in the README's configuration table"
-  # exit status 70 = the engine thread died (agent/engine_watch.py): a fresh process reloads it
+  # exit status 70 = the engine thread died (agent/observe/engine_watch.py): a fresh process reloads it
   local supervise=(bash "$ROOT/scripts/lib/restart_on_exit.sh" 70 --)
   if [ "$MODE" = direct ]; then
     launch agent "${supervise[@]}" env "${SERVICE_ENV[@]}" "$PY" -m agent.direct

@@ -8,7 +8,7 @@ table: n / p50 / p95 / max per stage (ms) over all sessions and per session, cou
 interrupted turns and failed turns (error not null) with the most common error messages. Damaged
 lines are skipped, counted and named as file:line; a negative duration is flagged as a data
 problem and kept out of the stats. Percentiles interpolate linearly between the closest ranks
-(agent/trace_stats.py's `percentile`, the one every report here uses).
+(agent/observe/trace_stats.py's `percentile`, the one every report here uses).
 
 The PNG (--png, matplotlib: testing/plots.py) has three panels:
   top:          one stacked bar per turn in time order (ts): STT (blue), LLM time to first token
@@ -31,7 +31,7 @@ import json
 import sys
 from pathlib import Path
 
-from agent.trace_stats import format_table, load_traces, summarize, trace_files
+from agent.observe.trace_stats import format_table, load_traces, summarize, trace_files
 from testing.plots import trace_plot
 
 

@@ -20,7 +20,7 @@ import sys
 from aiohttp import web
 
 from agent.config import engine_config_from_env
-from agent.engine_watch import EXIT_ENGINE_DEAD, EngineWatch
+from agent.observe.engine_watch import EXIT_ENGINE_DEAD, EngineWatch
 from token_server.http_guard import KEEPALIVE_TIMEOUT_S
 from tts_engine import TTSEngine
 

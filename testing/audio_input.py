@@ -19,7 +19,7 @@ import soundfile as sf
 from livekit import rtc
 from livekit.agents.voice import io
 
-from agent.turn_end import resample
+from agent.session.turn_end import resample
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from agent.config import AgentConfig, TurnConfig, VADConfig
-from agent.omni_config import LLMConfig, OmniConfig
-from agent.pipeline import VoicePipeline
+from agent.plugins.omni_config import LLMConfig, OmniConfig
+from agent.session.pipeline import VoicePipeline
 
 from .audio_input import WavAudioInput
 from .recording import RecordingAudioOutput

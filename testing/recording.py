@@ -1,5 +1,5 @@
 """A speaker stand-in for headless runs: the agent's paced output, recording what it played and when
-(tests and offline runs inspect it). The real sink is agent/audio_output.py's `PacedAudioOutput`."""
+(tests and offline runs inspect it). The real sink is agent/transport/audio_output.py's `PacedAudioOutput`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from livekit import rtc
 
-from agent.audio_output import PacedAudioOutput
+from agent.transport.audio_output import PacedAudioOutput
 
 
 class RecordingAudioOutput(PacedAudioOutput):

@@ -1,6 +1,6 @@
 """The soak test's measurements and verdict: memory of every service started by start_all.sh (from
 its pid files), the completeness of each turn's trace record, latency percentiles (through
-agent/trace_stats.py, the same numbers scripts/trace_report.py prints) and the summary text."""
+agent/observe/trace_stats.py, the same numbers scripts/trace_report.py prints) and the summary text."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 
 from agent.launch import read_chosen
-from agent.trace_stats import STAGES, LoadedTraces, TraceLine, stage_stats, summarize
+from agent.observe.trace_stats import STAGES, LoadedTraces, TraceLine, stage_stats, summarize
 
 # Every turn record must carry these (traces/README.md); the durations must be >= 0 or null.
 REQUIRED_KEYS = ("session_id", "turn_id", "ts", "user_text", "agent_text", *STAGES[:6], "interrupted",

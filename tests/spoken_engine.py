@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 from livekit.agents.voice import io
 
-from agent.turn_end import resample
+from agent.session.turn_end import resample
 from tts_engine.stream import AudioPacket
 
 RATE = 24000

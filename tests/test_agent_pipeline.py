@@ -230,7 +230,7 @@ async def test_tts_engine_error_is_traced_and_the_session_survives(engine, vad, 
 async def test_short_backchannel_is_tolerated_by_policy(engine, vad, speech, tmp_path, policy, outcome):
     """With 0.8 s of speech needed to barge in, a short 'yes' pauses the agent and then resumes
     it (or, with the 'drop' policy, ends the reply)."""
-    from agent.duplex import DuplexConfig
+    from agent.session.duplex import DuplexConfig
     yes = speech_wav("yes", tmp_path / "yes.wav")
     omni = FakeOmni(transcripts=scripted("Hello there how are you today", "yes"),
                     reply=lambda messages: LONG_REPLY if len(messages) <= 2 else "Okay.")

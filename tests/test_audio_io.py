@@ -17,7 +17,7 @@ from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, tts, 
 from livekit.agents.voice import Agent, AgentSession, io
 from livekit.plugins import silero
 
-from agent.audio_output import PacedAudioOutput, PlaybackEvent
+from agent.transport.audio_output import PacedAudioOutput, PlaybackEvent
 from testing.audio_input import WavAudioInput
 from testing.recording import RecordingAudioOutput
 

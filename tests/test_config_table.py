@@ -21,7 +21,7 @@ import agent.direct.config
 import agent.launch.settings
 import speech_api.config
 import token_server.config
-from agent.omni_config import DEFAULT_SYSTEM_PROMPT
+from agent.plugins.omni_config import DEFAULT_SYSTEM_PROMPT
 from deploy.omni import gpu_split
 from token_server.env import EnvSpec, Parser, field_default
 

@@ -30,9 +30,9 @@ import pytest
 from livekit import rtc
 from livekit.agents import APIConnectOptions, llm
 
-from agent.omni_config import LLMConfig, OmniConfig
-from agent.omni_llm import OmniLLM
-from agent.omni_stt import OmniSTT
+from agent.plugins.omni_config import LLMConfig, OmniConfig
+from agent.plugins.omni_llm import OmniLLM
+from agent.plugins.omni_stt import OmniSTT
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ROOT / "scripts" / "backends"

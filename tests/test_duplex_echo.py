@@ -12,8 +12,8 @@ import pytest
 import torch
 from spoken_engine import EchoPath, SpokenEngine
 
-from agent.barge_in import BargeInOutcome
-from agent.echo_gate import EchoGateConfig
+from agent.session.barge_in import BargeInOutcome
+from agent.session.echo_gate import EchoGateConfig
 from testing.fake_omni import FakeOmni
 from testing.harness import Conversation, agent_config, scripted, speech_wav
 

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 from livekit.agents import vad as lk_vad
 
-from agent.barge_in import BargeInOutcome
-from agent.duplex import EARLY_PAUSE_COLD_WINDOWS, DuplexConfig, DuplexController, DuplexState
+from agent.session.barge_in import BargeInOutcome
+from agent.session.duplex import EARLY_PAUSE_COLD_WINDOWS, DuplexConfig, DuplexController, DuplexState
 
 
 class _Output:

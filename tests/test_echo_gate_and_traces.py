@@ -10,9 +10,9 @@ import pytest
 from livekit import rtc
 from livekit.agents.voice import io
 
-from agent.barge_in import BargeInOutcome
-from agent.echo_gate import EchoGate, EchoGateConfig, frame_rms
-from agent.traces import TraceWriter, TurnTracer
+from agent.observe.traces import TraceWriter, TurnTracer
+from agent.session.barge_in import BargeInOutcome
+from agent.session.echo_gate import EchoGate, EchoGateConfig, frame_rms
 from testing.soak_report import trace_problems
 
 
@@ -258,7 +258,7 @@ def test_a_barge_in_records_its_onset_to_silence_and_detection_time():
 
 
 def test_barge_in_times_from_the_backdated_onset():
-    from agent.barge_in import BargeIn
+    from agent.session.barge_in import BargeIn
 
     b = BargeIn(detected_at=50.30, silent_at=50.32, while_state="speaking", onset_at=50.05)
     assert b.detect_ms == pytest.approx(250.0) and b.onset_to_silence_ms == pytest.approx(270.0)
@@ -271,7 +271,7 @@ def test_barge_in_times_from_the_backdated_onset():
 
 
 def test_a_wall_clock_stamp_maps_onto_the_monotonic_clock(monkeypatch):
-    from agent.clock import monotonic_from_wall
+    from agent.session.clock import monotonic_from_wall
 
     monkeypatch.setattr(time, "monotonic", lambda: 500.0)
     monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.engine_watch import EXIT_ENGINE_DEAD
+from agent.observe.engine_watch import EXIT_ENGINE_DEAD
 from tts_engine import EngineClosed, EngineConfig, StreamError, TTSEngine, TTSEngineError
 from tts_engine.text_clean import clean_text
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.metrics import AgentMetrics
+from agent.observe.metrics import AgentMetrics
 
 ENGINE_STATS: dict[str, Any] = {
     "active_streams": 2, "pending": 1, "max_streams": 4, "running_utterances": 2, "steps": 900, "packets": 1200,

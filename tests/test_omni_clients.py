@@ -18,9 +18,9 @@ import pytest
 from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, APITimeoutError, llm
 
-from agent.omni_config import LLMConfig, OmniConfig
-from agent.omni_llm import OmniLLM
-from agent.omni_stt import OmniSTT
+from agent.plugins.omni_config import LLMConfig, OmniConfig
+from agent.plugins.omni_llm import OmniLLM
+from agent.plugins.omni_stt import OmniSTT
 from testing.fake_omni import FakeOmni
 
 NO_RETRY = APIConnectOptions(max_retry=0)
@@ -225,7 +225,7 @@ async def test_llm_history_bounded_by_turns() -> None:
 
 
 def test_history_is_dropped_in_blocks_so_requests_share_their_prefix() -> None:
-    from agent.omni_llm import first_kept_turn
+    from agent.plugins.omni_llm import first_kept_turn
 
     starts = [first_kept_turn(n, 12) for n in range(1, 60)]
     assert starts[:12] == [0] * 12  # up to the limit: everything

@@ -121,8 +121,8 @@ async def test_overlapping_recognitions_each_report_their_own_wait(tmp_path):
     from livekit import rtc
     from livekit.agents import APIConnectOptions
 
-    from agent.omni_config import OmniConfig
-    from agent.omni_stt import OmniSTT
+    from agent.plugins.omni_config import OmniConfig
+    from agent.plugins.omni_stt import OmniSTT
 
     fake = FakeOmni(transcripts=["first words", "second words"], stt_latency_s=1.0)
     upstream = await fake.start()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from agent.trace_stats import error_stage, percentile, split_errors
+from agent.observe.trace_stats import error_stage, percentile, split_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "trace_report.py"
@@ -21,7 +21,7 @@ SCRIPT = ROOT / "scripts" / "trace_report.py"
 def turn(session: str, turn_id: int, vad_to_stt: float, stt: float, ttft: float | None = None,
          ttfa: float | None = None, publish: float | None = None, v2v: float | None = None,
          **extra: Any) -> dict[str, Any]:
-    """A record shaped like agent/traces.py writes it (overhead = v2v minus the three models)."""
+    """A record shaped like agent/observe/traces.py writes it (overhead = v2v minus the three models)."""
     overhead = None if v2v is None or ttft is None or ttfa is None else round(v2v - stt - ttft - ttfa, 2)
     ts = 1795328900.0 + 10 * turn_id + (50 if session == "b" else 0)
     rec = {"session_id": session, "turn_id": turn_id, "ts": ts,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from agent.tts_plugin import EngineTTS, SynthesisTiming
+from agent.plugins.tts_plugin import EngineTTS, SynthesisTiming
 
 torch.set_num_threads(1)
 

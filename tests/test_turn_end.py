@@ -1,4 +1,4 @@
-"""Adaptive endpointing with the local Smart Turn model (agent/turn_end.py): the model itself on
+"""Adaptive endpointing with the local Smart Turn model (agent/session/turn_end.py): the model itself on
 real speech, the audio it is given, the configuration, and a conversation that ends turns with it."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from livekit import rtc
 from livekit.agents import vad as lk_vad
 
 from agent.config import DEFAULT_TURN_MODEL, AgentConfig, TurnConfig
-from agent.pipeline import load_vad
-from agent.turn_end import MODEL_RATE, MODEL_WINDOW_S, SmartTurnModel, TurnAudio
+from agent.session.pipeline import load_vad
+from agent.session.turn_end import MODEL_RATE, MODEL_WINDOW_S, SmartTurnModel, TurnAudio
 from testing.fake_omni import FakeOmni
 from testing.harness import Conversation, agent_config, scripted, speech_wav
 

@@ -14,10 +14,10 @@ import pytest
 from livekit.agents import JobExecutorType
 
 from agent.config import AgentConfig, WorkerConfig, engine_config_from_env
-from agent.engine_watch import EngineWatch
+from agent.observe.engine_watch import EngineWatch
 from agent.resources import SharedResources
-from agent.worker import WorkerState, make_server
-from agent.worker_health import WorkerHealthServer, http_url
+from agent.transport.worker import WorkerState, make_server
+from agent.transport.worker_health import WorkerHealthServer, http_url
 from tts_engine import EngineConfig
 
 

@@ -19,7 +19,7 @@ from speech_api import SpeechApiConfig, serve_beside
 from token_server.http_guard import KEEPALIVE_TIMEOUT_S
 
 from ..config import AgentConfig, engine_config_from_env
-from ..engine_watch import EXIT_ENGINE_DEAD, EngineWatch
+from ..observe.engine_watch import EXIT_ENGINE_DEAD, EngineWatch
 from ..resources import SharedResources
 from .config import DirectServerConfig
 from .server import make_app

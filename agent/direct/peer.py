@@ -22,11 +22,11 @@ from livekit.agents import vad as lk_vad
 
 from tts_engine import TTSEngine
 
-from ..audio_output import PacedAudioOutput, silence_transport_on_cut
 from ..config import AgentConfig
-from ..metrics import AgentMetrics
-from ..pipeline import VoicePipeline
-from ..turn_end import SmartTurnModel
+from ..observe.metrics import AgentMetrics
+from ..session.pipeline import VoicePipeline
+from ..session.turn_end import SmartTurnModel
+from ..transport.audio_output import PacedAudioOutput, silence_transport_on_cut
 from .config import DirectServerConfig
 from .events import EventChannel
 from .jitter import set_track_prefetch

@@ -28,8 +28,8 @@ from token_server.tokens import TokenRejected, verify_token
 from tts_engine import TTSEngine
 
 from ..config import AgentConfig
-from ..metrics import AgentMetrics
-from ..turn_end import SmartTurnModel
+from ..observe.metrics import AgentMetrics
+from ..session.turn_end import SmartTurnModel
 from .config import DirectServerConfig
 from .ice import configure_ice, filter_candidates
 from .offer_check import OfferRejected, check_offer_sdp

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from token_server.env import field_default, given
 
-from ..omni_config import OmniConfig
+from ..plugins.omni_config import OmniConfig
 from .console import Console, LaunchError
 from .probes import Probes
 from .settings import DEFAULT_TTS_HUB_ID, StartSettings

@@ -20,7 +20,7 @@ from pathlib import Path
 from token_server.config import TOKEN_ENV
 from token_server.env import ConfigError, field_default, given
 
-from ..omni_config import OmniConfig
+from ..plugins.omni_config import OmniConfig
 from .chosen import Chosen
 from .console import Console, LaunchError
 from .omni import OmniOnGpu

@@ -2,7 +2,7 @@
 # restart_on_exit.sh CODE -- COMMAND...
 #
 # Runs COMMAND and runs it again each time it exits with status CODE: how start_all.sh supervises
-# the agent, which exits with 70 when its TTS engine thread has died (agent/engine_watch.py) so
+# the agent, which exits with 70 when its TTS engine thread has died (agent/observe/engine_watch.py) so
 # that a fresh process reloads the engine. Any other exit status ends this script with it. More
 # than MAX_RESTARTS (default 5) restarts within RESTART_WINDOW_S (default 600) gives up, so a
 # broken device does not loop forever. A TERM to the process group (start_all.sh stop) stops both.

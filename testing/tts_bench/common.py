@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from agent.trace_stats import percentile
+from agent.observe.trace_stats import percentile
 
 T = TypeVar("T")
 

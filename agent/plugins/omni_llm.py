@@ -23,7 +23,7 @@ from livekit.agents import (
 
 from .hooks import PipelineHooks
 from .omni_config import LLMConfig, OmniConfig
-from .omni_stt import (
+from .omni_wire import (
     is_text_chunk,
     make_client,
     queue_wait_ms,
@@ -147,6 +147,10 @@ class OmniLLM(llm.LLM):
         return self._omni
 
     @property
+    def client(self) -> openai.AsyncOpenAI:
+        return self._client
+
+    @property
     def model(self) -> str:
         return self._omni.model
 
@@ -202,7 +206,7 @@ class OmniLLMStream(llm.LLMStream):
         self.ttft_ms: float | None = None
 
     def _request_kwargs(self) -> dict[str, Any]:
-        cfg, omni = self._llm._cfg, self._llm._omni
+        cfg, omni = self._llm.config, self._llm.omni_config
         kwargs: dict[str, Any] = {
             "model": omni.model,
             "messages": build_messages(self._chat_ctx, cfg, plain_string_content=omni.plain_string_content),
@@ -222,7 +226,7 @@ class OmniLLMStream(llm.LLMStream):
         return kwargs
 
     async def _run(self) -> None:
-        omni = self._llm._omni
+        omni = self._llm.omni_config
         url = f"{omni.api_base}/chat/completions"
         kwargs = self._request_kwargs()
         finished = False
@@ -233,7 +237,7 @@ class OmniLLMStream(llm.LLMStream):
         if hooks is not None:
             hooks.llm_started(self)
         try:
-            stream = await self._llm._client.chat.completions.create(**kwargs)
+            stream = await self._llm.client.chat.completions.create(**kwargs)
             stage = "stream"
             queue_ms = queue_wait_ms(stream.response.headers)
             if hooks is not None and queue_ms is not None:

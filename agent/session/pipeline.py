@@ -28,16 +28,16 @@ from livekit.plugins import silero
 
 from tts_engine import TTSEngine
 
-from .audio_output import PacedAudioOutput
+from ..config import AgentConfig
+from ..observe.traces import TraceWriter, TurnTracer
+from ..plugins.omni_llm import OmniLLM
+from ..plugins.omni_stt import OmniSTT
+from ..plugins.tts_plugin import EngineTTS, SynthesisTiming
+from ..transport.audio_output import PacedAudioOutput
 from .barge_in import BargeIn
 from .clock import monotonic_from_wall
-from .config import AgentConfig
 from .duplex import DuplexController
 from .echo_gate import EchoGate
-from .omni_llm import OmniLLM
-from .omni_stt import OmniSTT
-from .traces import TraceWriter, TurnTracer
-from .tts_plugin import EngineTTS, SynthesisTiming
 from .turn_end import SmartTurnDetector, SmartTurnModel, TurnAudio
 from .vad_tap import ObservedVAD
 
@@ -69,7 +69,7 @@ def turn_handling(cfg: AgentConfig, detector: SmartTurnDetector | None = None) -
         "endpointing": {"min_delay": cfg.turn.endpointing_min_delay_s, "max_delay": max_delay},
         "interruption": {
             "enabled": True, "mode": "vad",
-            # the duplex controller silences and cuts barge-ins itself (agent/duplex.py); livekit's own
+            # the duplex controller silences and cuts barge-ins itself (session/duplex.py); livekit's own
             # VAD interruption is its backstop, after the controller's minimum plus the silence Silero
             # counts into speech_duration before its END_OF_SPEECH (else a short "mm-hm" and its
             # trailing silence would reach the minimum and cut the reply)
@@ -141,7 +141,8 @@ class VoicePipeline:
     async def start(self, audio_out: PacedAudioOutput, audio_in: io.AudioInput | None = None,
                     room: rtc.Room | None = None) -> None:
         """Start with our own audio output, hearing `audio_in` (direct WebRTC, tests) or the room's
-        participant through RoomIO. The room's own audio output is never used (see room_audio.py)."""
+        participant through RoomIO. The room's own audio output is never used (see
+        agent/transport/room_audio.py)."""
         s = self.session
         if (audio_in is None) == (room is None):
             raise ValueError("give exactly one of audio_in (custom transport) or room (RoomIO input)")

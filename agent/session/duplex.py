@@ -2,7 +2,7 @@
 
 It alone pauses, resumes and clears the output and cancels engine streams; what a barge-in is, its
 outcomes and the policies (immediate cut / minimum speech / minimum speech without resume) are the
-typed contract in agent/barge_in.py. Transports react to the output's PlaybackEvents.
+typed contract in agent/session/barge_in.py. Transports react to the output's PlaybackEvents.
 
 States: LISTENING (user's turn) -> THINKING (reply being generated, nothing audible yet) ->
 SPEAKING (reply audible) -> back to LISTENING; INTERRUPTED while a barge-in is being resolved.
@@ -35,6 +35,7 @@ from typing import Any, Literal
 from livekit.agents import vad as lk_vad
 from livekit.agents.voice import AgentSession
 
+from ..plugins.tts_plugin import EngineTTS
 from .barge_in import (
     BargeIn,
     BargeInOutcome,
@@ -44,7 +45,6 @@ from .barge_in import (
     MinimumSpeechNoResume,
 )
 from .clock import monotonic_from_wall
-from .tts_plugin import EngineTTS
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class DuplexController:
             self._false_interruption()
 
     def on_vad_event(self, ev: lk_vad.VADEvent) -> None:
-        """Every event of the session's VAD, as it is emitted (agent/vad_tap.py): the early pause, and
+        """Every event of the session's VAD, as it is emitted (agent/session/vad_tap.py): the early pause, and
         the confirmation of a barge-in that needs `barge_in_min_speech_s` of speech."""
         if ev.type != lk_vad.VADEventType.INFERENCE_DONE:
             return

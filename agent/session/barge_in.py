@@ -1,8 +1,8 @@
 """Barge-in as one typed contract: what a barge-in is, how it can end, and the policy that decides.
 
-The duplex controller (agent/duplex.py) is the only code that acts on a barge-in: it alone pauses,
+The duplex controller (agent/session/duplex.py) is the only code that acts on a barge-in: it alone pauses,
 resumes and clears the output and cancels engine streams. Transports never decide; they react to
-the output's typed playback events (agent/audio_output.py: PlaybackEvent). Traces, metrics and the
+the output's typed playback events (agent/transport/audio_output.py: PlaybackEvent). Traces, metrics and the
 page receive the outcome's string value.
 """
 

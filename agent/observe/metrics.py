@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from agent.trace_stats import ERROR_STAGES, STAGES, error_stage, split_errors
+from .trace_stats import ERROR_STAGES, STAGES, error_stage, split_errors
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class AgentMetrics:
         # user_state / agent_state / transcript carry no numbers worth a series
 
     def observe_turn(self, rec: dict[str, Any]) -> None:
-        """One trace record (agent/traces.py): each stage that happened goes into its histogram."""
+        """One trace record (agent/observe/traces.py): each stage that happened goes into its histogram."""
         self.turns.inc()
         if rec.get("interrupted") is True:
             self.interrupted_turns.inc()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .barge_in import BargeInOutcome
+from ..session.barge_in import BargeInOutcome
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class TurnTracer:
         return next((t for t in (self.turn, self.closing) if t is not None and t.llm_generation is generation), None)
 
     def end_of_turn_predicted(self, probability: float) -> None:
-        """The turn model's verdict on the user's turn being collected (agent/turn_end.py)."""
+        """The turn model's verdict on the user's turn being collected (agent/session/turn_end.py)."""
         if self.turn is not None:
             self.turn.extra["end_of_turn_probability"] = round(probability, 3)
 

@@ -28,7 +28,7 @@ STAGES: tuple[str, ...] = ("vad_to_stt_ms", "stt_ms", "llm_ttft_ms", "tts_ttfa_m
                            "barge_in_detect_ms")
 ERROR_STAGES: tuple[str, ...] = ("stt", "llm", "tts", "other")
 TOP_ERRORS = 5
-# A turn's error field joins several failures with "; " (agent/traces.py); split only where the
+# A turn's error field joins several failures with "; " (agent/observe/traces.py); split only where the
 # next part starts with a stage prefix so a message that itself contains "; " stays whole.
 _ERROR_SPLIT = re.compile(r"; (?=[a-z_]+: )")
 

@@ -72,7 +72,7 @@ class SmartTurnModel:
 
 class TurnAudio:
     """The user's last `MODEL_WINDOW_S` seconds at 16 kHz, fed window by window from the session's
-    VAD events (agent/vad_tap.py); `at_end_of_speech()` is that audio as it was when the VAD last
+    VAD events (agent/session/vad_tap.py); `at_end_of_speech()` is that audio as it was when the VAD last
     ended a segment (what the model must judge: speech up to the pause, not what came after)."""
 
     def __init__(self) -> None:

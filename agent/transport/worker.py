@@ -30,11 +30,11 @@ import prometheus_client
 from livekit import rtc
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType
 
+from ..config import WorkerConfig
+from ..observe.metrics import AgentMetrics
+from ..resources import SharedResources
+from ..session.pipeline import VoicePipeline
 from .audio_output import PacedAudioOutput, silence_transport_on_cut
-from .config import WorkerConfig
-from .metrics import AgentMetrics
-from .pipeline import VoicePipeline
-from .resources import SharedResources
 from .room_audio import RoomAudioSink
 
 log = logging.getLogger(__name__)

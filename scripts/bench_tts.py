@@ -3,6 +3,7 @@
 
     ./.venv/bin/python scripts/bench_tts.py --random-weights tiny --frames 32 --runs 5 --streams 1,4
     ./.venv/bin/python scripts/bench_tts.py --random-weights 0.6b --frames 6 --runs 2   # slow on a CPU
+    ./.venv/bin/python scripts/bench_tts.py --random-weights 0.6b --precision fp32,bf16,int8 --streams 1,2
     python scripts/bench_tts.py --model DIR --device cuda --streams 1,4,16 --json out.json
 
 Reports model load time, time to the first 20 ms packet (p50/p95), the per-frame split into
@@ -12,7 +13,10 @@ and out of both, the codec against the package's default chunked decode, whole-u
 and windowed re-decoding, and text to all audio; each comparison says what each side includes and
 gives the ratio both ways. The JSON records the machine (CPU model and flags, torch, threads, load
 average). Every utterance has exactly --frames frames: EOS is held off until then (random weights
-would stop anywhere).
+would stop anywhere). --precision runs the whole benchmark once per precision (fp32: the exact
+float path; bf16; int8: int8 linears in the talker and predictor; auto: what the engine picks), one
+after the other in one process, and ends with a side-by-side table; the package baseline runs in
+the fp32 variant only (the package's own float arithmetic).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from testing.tts_bench.common import (  # noqa: E402
 )
 from testing.tts_bench.compare import comparisons  # noqa: E402
 from testing.tts_bench.frame_split import measure_frame_split  # noqa: E402
-from testing.tts_bench.report import format_report  # noqa: E402
+from testing.tts_bench.report import PRECISIONS, format_precision_summary, format_report  # noqa: E402
 from testing.tts_bench.streams import measure_streams, run_concurrent  # noqa: E402
 from tts_engine import EngineConfig, FrameCapConfig, SamplingConfig, SchedulerConfig, TTSEngine  # noqa: E402
 
@@ -55,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="tiny: build the tiny test checkpoint in a temp folder; 0.6b/1.7b: full size, random")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: fp32 on CPU, bf16 on CUDA")
+    ap.add_argument("--quantize", choices=("auto", "none", "int8"), default="auto",
+                    help="int8 linears in the talker and predictor (auto: on a CPU with VNNI/AMX, in fp32)")
+    ap.add_argument("--precision", help=f"comma list of {', '.join(PRECISIONS)}: one full run each, then a table "
+                    "(overrides --dtype/--quantize)")
     ap.add_argument("--frames", type=int, default=32, help="frames per utterance (80 ms each)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--streams", default="1", help="comma list of concurrent stream counts, e.g. 1,4,16")
@@ -72,12 +80,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--streams needs counts >= 1")
     if args.frames < 1 or args.runs < 1:
         ap.error("--frames and --runs must be >= 1")
+    args.precisions = [x.strip() for x in (args.precision or "").split(",") if x.strip()]
+    if any(p not in PRECISIONS for p in args.precisions):
+        ap.error(f"--precision takes a comma list of {', '.join(PRECISIONS)}, got {args.precision!r}")
     return args
 
 
 def engine_config(args: argparse.Namespace, model_kwargs: dict) -> EngineConfig:
     return EngineConfig(
-        **model_kwargs, device=args.device, dtype=args.dtype, seed=0, max_streams=max(args.stream_counts),
+        **model_kwargs, device=args.device, dtype=args.dtype, quantize=args.quantize, seed=0, max_streams=max(args.stream_counts),
         # a fixed length: EOS is not allowed before frames + 1 tokens, and the text-length cap sits above it
         sampling=SamplingConfig(min_new_tokens=args.frames + 1),
         frame_cap=FrameCapConfig(base_frames=max(FrameCapConfig.base_frames, args.frames)),
@@ -123,11 +134,12 @@ def run(args: argparse.Namespace) -> dict:
                 log("qwen-tts package baseline ...")
                 baseline = measure_baseline(engine, TEXTS[0], args.speaker, args.language, args.frames, args.runs)
             dtype = str(engine.runner.dtype).removeprefix("torch.")
+            int8 = engine.config.use_int8
     machine["load_avg_end"] = load_average()
     compared = comparisons(split, baseline or {}, streams, args.frames)
     return {
         "config": {"model": args.model, "random_weights": args.random_weights, "device": args.device, "dtype": dtype,
-                   "frames": args.frames, "runs": args.runs, "streams": args.stream_counts, "threads": threads,
+                   "int8_linears": int8, "precision": getattr(args, "precision_name", None), "frames": args.frames, "runs": args.runs, "streams": args.stream_counts, "threads": threads,
                    "speaker": args.speaker, "language": args.language, "torch": torch.__version__,
                    "cuda_device": torch.cuda.get_device_name() if is_cuda(args.device) else None,
                    "host": platform.node(), "cpu_count": os.cpu_count(), "machine": machine},
@@ -153,10 +165,28 @@ def _json_safe(value):
     return value
 
 
+def run_precisions(args: argparse.Namespace) -> dict:
+    """The whole benchmark once per --precision, in one process; the package baseline with fp32 only."""
+    variants = []
+    for name in args.precisions:
+        log(f"=== precision {name} (load average {load_average()}) ===")
+        dtype, quantize = PRECISIONS[name]
+        one = argparse.Namespace(**{**vars(args), "dtype": dtype, "quantize": quantize, "precision_name": name,
+                                    "no_baseline": args.no_baseline or name != "fp32"})
+        result = run(one)
+        print(format_report(result), flush=True)
+        variants.append(result)
+    return {"precisions": args.precisions, "variants": variants}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    results = run(args)
-    print(format_report(results))
+    if args.precisions:
+        results = run_precisions(args)
+        print(format_precision_summary(results["variants"]))
+    else:
+        results = run(args)
+        print(format_report(results))
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(_json_safe(results), f, indent=2)

@@ -68,16 +68,32 @@ class _TransConv:
             raise ValueError("overlap longer than one input sample's output is not supported")
         self.state = torch.zeros(max_slots, net.conv.out_channels, self.size, device=device, dtype=dtype)
 
+        c = self.conv
+        if c.groups != 1 or c.dilation[0] != 1 or c.padding[0] != 0 or c.output_padding[0] != 0:
+            raise ValueError("streaming transposed convs must be plain (groups 1, no dilation or padding)")
+        # [C_in, C_out * K]: the transposed conv as one matmul per frame. Over a few input samples
+        # the conv_transpose kernel falls back to a slow path on the CPU (10 ms for the decoder's
+        # first 1536->768 upsample; the matmul takes ~1 ms)
+        self.matrix = c.weight.detach().reshape(c.in_channels, -1)
+        self.out_channels, self.kernel = c.out_channels, c.kernel_size[0]
+
     def __call__(self, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         # x: [B, C_in, n] -> [B, C_out, n * r]
-        n_out = x.shape[-1] * self.stride
-        y = F.conv_transpose1d(x, self.conv.weight, None, stride=self.stride)  # [B, C_out, n_out + size]
+        B, _, n = x.shape
+        r, size = self.stride, self.size
+        cols = (x.transpose(1, 2) @ self.matrix).view(B, n, self.out_channels, self.kernel)  # [B, n, C_out, K]
+        # input t writes outputs t*r .. t*r + K - 1: its first r land in its own stride, the other
+        # K - r (= size <= r) at the head of the next one (or, for the last input, into the state)
+        y = cols[..., :r].permute(0, 2, 1, 3).reshape(B, self.out_channels, n * r)
         bias = self.conv.bias[None, :, None] if self.conv.bias is not None else 0.0
-        if self.size == 0:
+        if size == 0:
             return y + bias
-        head = y[..., : self.size] + self.state[slots]
-        self.state[slots] = y[..., n_out:]
-        return torch.cat([head, y[..., self.size: n_out]], dim=-1) + bias
+        spill = cols[..., r:].permute(0, 2, 1, 3)  # [B, C_out, n, size]
+        carried = torch.cat([self.state[slots][:, :, None], spill[:, :, :-1]], dim=2)  # [B, C_out, n, size]
+        self.state[slots] = spill[:, :, -1]
+        y = y.view(B, self.out_channels, n, r)
+        y = torch.cat([y[..., :size] + carried, y[..., size:]], dim=-1)
+        return y.reshape(B, self.out_channels, n * r) + bias
 
 
 class _Pointwise:
@@ -116,6 +132,36 @@ class _Residual:
         return x + h
 
 
+class _CodebookLookup:
+    """The split RVQ's decode (`quantizer.decode(codes[:, :, None])`) as table lookups: each
+    codebook's projected embeddings are computed once here (the package divides each 2048-row
+    table by its usage counts on every call: 16 such divisions per frame) and summed in the
+    package's order."""
+
+    def __init__(self, quantizer: qm.SplitResidualVectorQuantizer):
+        self.groups = []
+        start = 0
+        with torch.no_grad():
+            for rvq in (quantizer.rvq_first, quantizer.rvq_rest):
+                # vq.decode of every code at once: [1, dim, size] -> the table [size, dim]
+                tables = [vq.decode(torch.arange(vq.codebook_size, device=rvq.output_proj.weight.device)[None])[0].T
+                          .contiguous() for vq in rvq.vq.layers]
+                self.groups.append((start, tables, rvq.output_proj))
+                start += len(tables)
+
+    def __call__(self, codes: torch.Tensor) -> torch.Tensor:
+        # codes: [B, CODEBOOKS] -> [B, codebook_dim, 1]
+        out: torch.Tensor | None = None
+        for start, tables, output_proj in self.groups:
+            q = torch.zeros([1], device=codes.device)[0]
+            for k, table in enumerate(tables, start):
+                q = q + F.embedding(codes[:, k:k + 1], table).transpose(1, 2)  # [B, dim, 1]
+            q = output_proj(q)
+            out = q if out is None else out + q
+        assert out is not None
+        return out
+
+
 class StreamingCodecDecoder:
     """Decode one codec frame per call for up to `max_slots` independent streams.
 
@@ -145,6 +191,7 @@ class StreamingCodecDecoder:
         self.ring_index = torch.arange(self.window, device=self.device)  # [window]
         self.positions = torch.zeros(max_slots, dtype=torch.long, device=self.device)  # frames decoded
         self._convs: list[_CausalConv | _TransConv] = []
+        self.lookup = _CodebookLookup(decoder.quantizer)
         self.pre_conv = self._causal(decoder.pre_conv)
         self.conv_ops = [op for m in [*decoder.upsample, *decoder.decoder] for op in self._compile(m)]
         log.debug("streaming codec decoder: %d slots, %.1f MiB state", max_slots, self.state_bytes() / 2**20)
@@ -193,9 +240,8 @@ class StreamingCodecDecoder:
     @torch.inference_mode()
     def step(self, codes: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """Decode one new frame per row. codes: [B, CODEBOOKS] long, slots: [B] long -> audio [B, SAMPLES_PER_FRAME]."""
-        dec = self.decoder
         pos = self.positions[slots]  # [B]
-        latent = dec.quantizer.decode(codes[:, :, None]).to(self.dtype)  # [B, codebook_dim, 1]
+        latent = self.lookup(codes).to(self.dtype)  # [B, codebook_dim, 1]
         x = self.pre_conv(latent, slots)  # [B, latent_dim, 1]
         h = self._transformer_step(x[:, :, 0], slots, pos)  # [B, latent_dim]
         h = h[:, :, None]  # [B, latent_dim, 1]

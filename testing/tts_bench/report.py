@@ -17,6 +17,37 @@ def _table(rows: list[list[str]]) -> list[str]:
             for row in rows]
 
 
+# --precision NAME -> (EngineConfig.dtype, EngineConfig.quantize)
+PRECISIONS = {"fp32": ("float32", "none"), "bf16": ("bfloat16", "none"), "int8": ("float32", "int8"),
+              "auto": (None, "auto")}
+
+
+def format_precision_summary(variants: list[dict]) -> str:
+    """One row per (precision, stream count): per-frame split (1 stream, eager), first packet, RTF,
+    underruns; then the package's generate (fp32 variant) timed like for like."""
+    rows = [["precision", "streams", "talker ms", "predictor ms", "codec ms", "total ms", "TTFP p50 ms",
+             "RTF/stream", "underruns", "load avg"]]
+    package: list[dict] = []
+    for res in variants:
+        cfg, split = res["config"], res["frame_split_ms"]
+        name = cfg.get("precision") or cfg["dtype"]
+        for s in res["streams"]:
+            one = s["streams"] == 1
+            rows.append([name, str(s["streams"]),
+                         *(_f(split[k]["mean"]) if one else "" for k in ("talker", "predictor", "codec", "total")),
+                         _f(s["ttfp_ms"]["p50"], 0), _f(s["rtf_stream"]["mean"], 2),
+                         f"{s['underruns']}/{s['packets']}", str(cfg["machine"].get("load_avg_end"))])
+        if res.get("baseline") and not package:
+            package = [c for c in res["comparisons"] if c.get("package_ms") is not None
+                       and c["key"] in ("generate", "generate_steady", "codec_vs_default", "codec_vs_whole")]
+    lines = ["", "side by side (per-frame split: 1 stream, eager, mean; RTF = wall / audio per stream):"]
+    lines += _table(rows)
+    for c in package:  # talker + predictor above is the engine's side of "generate, steady state"
+        lines.append(f"qwen-tts package, {c['title']}: {_f(c['package_ms'], 1)} {c['unit']} "
+                     f"(engine fp32 {_f(c['engine_ms'], 1)}); package side: {c['package_includes']}")
+    return "\n".join(lines)
+
+
 def format_report(res: dict) -> str:
     cfg, model = res["config"], res["model"]
     lines = [f"Qwen3-TTS engine benchmark: {model['name']} on {cfg['device']} ({cfg['dtype']}), "

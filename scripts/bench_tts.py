@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: fp32 on CPU, bf16 on CUDA")
     ap.add_argument("--quantize", choices=("auto", "none", "int8"), default="auto",
                     help="int8 linears in the talker and predictor (auto: on a CPU with VNNI/AMX, in fp32)")
+    ap.add_argument("--codec-dtype", choices=("float32", "bfloat16", "float16"),
+                    help="speech decoder dtype (default: bf16 for a full-size decoder on a CPU with bf16, else --dtype)")
     ap.add_argument("--precision", help=f"comma list of {', '.join(PRECISIONS)}: one full run each, then a table "
                     "(overrides --dtype/--quantize)")
     ap.add_argument("--frames", type=int, default=32, help="frames per utterance (80 ms each)")
@@ -88,7 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def engine_config(args: argparse.Namespace, model_kwargs: dict) -> EngineConfig:
     return EngineConfig(
-        **model_kwargs, device=args.device, dtype=args.dtype, quantize=args.quantize, seed=0, max_streams=max(args.stream_counts),
+        **model_kwargs, device=args.device, dtype=args.dtype, quantize=args.quantize,
+        codec_dtype=args.codec_dtype, seed=0, max_streams=max(args.stream_counts),
         # a fixed length: EOS is not allowed before frames + 1 tokens, and the text-length cap sits above it
         sampling=SamplingConfig(min_new_tokens=args.frames + 1),
         frame_cap=FrameCapConfig(base_frames=max(FrameCapConfig.base_frames, args.frames)),
@@ -135,11 +138,12 @@ def run(args: argparse.Namespace) -> dict:
                 baseline = measure_baseline(engine, TEXTS[0], args.speaker, args.language, args.frames, args.runs)
             dtype = str(engine.runner.dtype).removeprefix("torch.")
             int8 = engine.config.use_int8
+            codec = str(engine.runner.decoder.dtype).removeprefix("torch.")
     machine["load_avg_end"] = load_average()
     compared = comparisons(split, baseline or {}, streams, args.frames)
     return {
         "config": {"model": args.model, "random_weights": args.random_weights, "device": args.device, "dtype": dtype,
-                   "int8_linears": int8, "precision": getattr(args, "precision_name", None), "frames": args.frames, "runs": args.runs, "streams": args.stream_counts, "threads": threads,
+                   "int8_linears": int8, "codec_dtype": codec, "precision": getattr(args, "precision_name", None), "frames": args.frames, "runs": args.runs, "streams": args.stream_counts, "threads": threads,
                    "speaker": args.speaker, "language": args.language, "torch": torch.__version__,
                    "cuda_device": torch.cuda.get_device_name() if is_cuda(args.device) else None,
                    "host": platform.node(), "cpu_count": os.cpu_count(), "machine": machine},
@@ -170,8 +174,9 @@ def run_precisions(args: argparse.Namespace) -> dict:
     variants = []
     for name in args.precisions:
         log(f"=== precision {name} (load average {load_average()}) ===")
-        dtype, quantize = PRECISIONS[name]
-        one = argparse.Namespace(**{**vars(args), "dtype": dtype, "quantize": quantize, "precision_name": name,
+        dtype, quantize, codec = PRECISIONS[name]
+        one = argparse.Namespace(**{**vars(args), "dtype": dtype, "quantize": quantize, "codec_dtype": codec,
+                                    "precision_name": name,
                                     "no_baseline": args.no_baseline or name != "fp32"})
         result = run(one)
         print(format_report(result), flush=True)

@@ -68,6 +68,16 @@ def test_the_size_rule_leaves_the_tiny_checkpoint_exact(tiny_checkpoint):
     assert linears and all(min(m.in_features, m.out_features) < MIN_INT8_FEATURES for m in linears)
 
 
+def test_the_codec_goes_bf16_only_when_large_and_supported(tiny_checkpoint):
+    from tts_engine.cpu_precision import MIN_BF16_CODEC_DIM, codec_dtype, cpu_has_bf16
+
+    cfg = EngineConfig(model=tiny_checkpoint)
+    assert codec_dtype(cfg, MIN_BF16_CODEC_DIM - 1) == torch.float32  # the tiny decoder: exact
+    assert codec_dtype(cfg, MIN_BF16_CODEC_DIM) == (torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    assert codec_dtype(EngineConfig(model=tiny_checkpoint, codec_dtype="float32"), 4096) == torch.float32
+    assert _runner(model=tiny_checkpoint, codec_dtype="bfloat16").decoder.dtype == torch.bfloat16
+
+
 @needs_int8
 def test_int8_linears_are_swapped_in_place(tiny_checkpoint):
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear

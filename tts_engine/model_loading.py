@@ -20,7 +20,7 @@ import torch
 
 from . import architectures as arch
 from .config import EngineConfig
-from .cpu_precision import quantize_linears_int8
+from .cpu_precision import codec_dtype, quantize_linears_int8
 from .errors import UnsupportedModelError
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,10 @@ def build_random_model(cfg: EngineConfig) -> LoadedModel:
 
 def apply_precision(loaded: LoadedModel, cfg: EngineConfig) -> LoadedModel:
     """The CPU fast path: int8 linears in the talker's layers and the code predictor (`cfg.use_int8`).
-    The codec head stays float (the runner reads its weight's device and dtype) as does the codec."""
+    The codec head stays float (the runner reads its weight's device and dtype). The speech decoder
+    in `codec_dtype` (bf16 for a full-size decoder on a CPU with bf16 instructions)."""
+    decoder = loaded.speech_decoder
+    decoder.to(codec_dtype(cfg, decoder.config.decoder_dim))
     if cfg.use_int8:
         talker = loaded.model.talker
         count = quantize_linears_int8(talker.model) + quantize_linears_int8(talker.code_predictor)

@@ -17,9 +17,10 @@ def _table(rows: list[list[str]]) -> list[str]:
             for row in rows]
 
 
-# --precision NAME -> (EngineConfig.dtype, EngineConfig.quantize)
-PRECISIONS = {"fp32": ("float32", "none"), "bf16": ("bfloat16", "none"), "int8": ("float32", "int8"),
-              "auto": (None, "auto")}
+# --precision NAME -> (EngineConfig.dtype, .quantize, .codec_dtype); auto: what the engine picks here
+PRECISIONS = {"fp32": ("float32", "none", "float32"), "bf16": ("bfloat16", "none", "bfloat16"),
+              "int8": ("float32", "int8", "float32"), "int8+bf16codec": ("float32", "int8", "bfloat16"),
+              "auto": (None, "auto", None)}
 
 
 def format_precision_summary(variants: list[dict]) -> str:

@@ -165,7 +165,8 @@ TURN_ENV = EnvSpec(TurnChoice, (
 AGENT_ENV = EnvSpec(AgentConfig, (Var("AGENT_TRACES_DIR", "traces_dir"), Var("AGENT_GREETING", "greeting")))
 ENGINE_ENV = EnvSpec(EngineConfig, (
     Var("TTS_MODEL", "model"), Var("TTS_RANDOM_WEIGHTS", "random_weights"), Var("TTS_DEVICE", "device"),
-    Var("TTS_DTYPE", "dtype"), Var("TTS_SEED", "seed", INTEGER), Var("TTS_MAX_STREAMS", "max_streams", INTEGER),
+    Var("TTS_DTYPE", "dtype"), Var("TTS_QUANTIZE", "quantize"), Var("TTS_CODEC_DTYPE", "codec_dtype"),
+    Var("TTS_SEED", "seed", INTEGER), Var("TTS_MAX_STREAMS", "max_streams", INTEGER),
     Var("TTS_LIVE_RESERVE_SLOTS", "live_reserve_slots", INTEGER),
     Var("TTS_CUDA_GRAPHS", "cuda_graphs", FLAG), Var("TTS_OUTPUT_RATE", "output_sample_rate", INTEGER)))
 WORKER_ENV = EnvSpec(WorkerConfig, (

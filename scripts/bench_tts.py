@@ -133,11 +133,14 @@ def run(args: argparse.Namespace) -> dict:
                                         prefills=args.runs)
             peak = torch.cuda.max_memory_allocated() if cuda else None
             baseline = None
-            if not args.no_baseline:
+            if not args.no_baseline and engine.loaded.int8_linears:
+                # the package would run on this engine's model, whose linears are now int8
+                log("qwen-tts package baseline skipped: int8 linears (run it with --quantize none or --precision fp32)")
+            elif not args.no_baseline:
                 log("qwen-tts package baseline ...")
                 baseline = measure_baseline(engine, TEXTS[0], args.speaker, args.language, args.frames, args.runs)
             dtype = str(engine.runner.dtype).removeprefix("torch.")
-            int8 = engine.config.use_int8
+            int8 = engine.loaded.int8_linears
             codec = str(engine.runner.decoder.dtype).removeprefix("torch.")
     machine["load_avg_end"] = load_average()
     compared = comparisons(split, baseline or {}, streams, args.frames)

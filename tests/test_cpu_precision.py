@@ -63,7 +63,7 @@ def test_gate_names_each_threshold_missed():
 def test_the_size_rule_leaves_the_tiny_checkpoint_exact(tiny_checkpoint):
     # its linears are all below MIN_INT8_FEATURES: quantize='int8' changes nothing
     runner = _runner(model=tiny_checkpoint, quantize="int8")
-    assert runner.cfg.use_int8
+    assert runner.cfg.use_int8 and runner.loaded.int8_linears == 0
     linears = [m for m in runner.talker.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(min(m.in_features, m.out_features) < MIN_INT8_FEATURES for m in linears)
 

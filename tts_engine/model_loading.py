@@ -38,6 +38,7 @@ class LoadedModel:
     tokenizer: Any  # the text tokenizer (Qwen2TokenizerFast)
     speech_decoder: Any  # Qwen3TTSTokenizerV2Decoder (an nn.Module with a .config)
     is_test_voice: bool  # random weights: noise, not speech
+    int8_linears: int = 0  # linears swapped for int8 ones by apply_precision (0: the checkpoint's arithmetic)
 
     @property
     def talker_config(self) -> Any:
@@ -161,8 +162,8 @@ def apply_precision(loaded: LoadedModel, cfg: EngineConfig) -> LoadedModel:
     decoder.to(codec_dtype(cfg, decoder.config.decoder_dim))
     if cfg.use_int8:
         talker = loaded.model.talker
-        count = quantize_linears_int8(talker.model) + quantize_linears_int8(talker.code_predictor)
-        log.info("int8 linears: %d in the talker and code predictor", count)
+        loaded.int8_linears = quantize_linears_int8(talker.model) + quantize_linears_int8(talker.code_predictor)
+        log.info("int8 linears: %d in the talker and code predictor", loaded.int8_linears)
     return loaded
 
 

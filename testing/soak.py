@@ -247,7 +247,8 @@ def session_report(args: argparse.Namespace, run: Soak, client: SoakClient) -> d
         failures += [f"turn {r.get('turn_id')} failed: {r.get('error')}" for r in failed_turns]
     problems = [p for r in records for p in trace_problems(r, session_id)]
     failures += problems
-    completed = sum(1 for r in records if r.get("error") is None)
+    # a superseded turn's words went into the next turn, whose reply answered them: not a turn of its own
+    completed = sum(1 for r in records if r.get("error") is None and not r.get("superseded"))
     if completed < args.turns - (len(failed_turns) if tolerated else 0):
         failures.append(f"only {completed} of {args.turns} turns completed")
     interrupted = sum(1 for r in records if r.get("interrupted"))

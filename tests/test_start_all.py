@@ -276,7 +276,9 @@ def test_default_bringup_with_cpu_standins_soaks_4_sessions(run_env, cpu_backend
                   "--turn-timeout", "180")
     assert report["mode"] == "livekit" and report["leaks"]["metrics"]["active_sessions"] == 0
     assert report["errors"] == 0 and report["timeouts"] == 0, report["failures"]
-    assert [s["turns_completed"] for s in report["sessions"]] == [10] * 4, report["failures"]
+    # every utterance answered; on two loaded cores one may reach the agent as two transcripts, and a
+    # reply heard between them makes two answered turns of it
+    assert all(s["turns_completed"] >= 10 for s in report["sessions"]), report["failures"]
     assert report["barge_ins"]["attempted"] >= 8
     assert set(report["memory"]) == set(pids)
     assert all(t["user_text"] for t in report["turns"])  # Whisper heard words in every utterance

@@ -15,7 +15,7 @@ import numpy as np
 
 from .channel import StreamChannel
 from .packets import AudioPacket, StreamStats
-from .word_timing import WordTiming, heard_words, word_timings
+from .word_timing import WordTiming, group_words, heard_words, time_words
 
 __all__ = ["AudioPacket", "StreamStats", "TTSStream"]
 
@@ -27,6 +27,9 @@ class TTSStream:
         self._wake = wake  # the engine thread looks at new text / a cancel now, not at its next timeout
         self._release = release  # frees the stream's slot (idempotent)
         self._decode = decode  # text tokens -> text
+        # (tokens grouped, their words): a stream's words are read once per sent frame (the speech API's
+        # word events), and each regrouping decodes every token under the lock the engine thread takes
+        self._grouped: tuple[int, list[tuple[int, int, str]]] = (0, [])
         self.id = channel.id
 
     # ---- text input (any thread) ---------------------------------------------------------------
@@ -80,9 +83,11 @@ class TTSStream:
     def word_timings(self) -> list[WordTiming]:
         """The words said so far, each with its start and end on the output timeline (seconds):
         read off the dual-track alignment (tts_engine/word_timing.py says how exact that is)."""
-        stats = self._channel.stats
-        return word_timings(self._channel.tokens(), stats.frames, self._decode, aligned=not self._channel.offline,
-                            complete=stats.finish_reason is not None)
+        stats, tokens = self._channel.stats, self._channel.tokens()
+        if self._grouped[0] != len(tokens):  # tokens only grow: the same count is the same text
+            self._grouped = (len(tokens), group_words(tokens, self._decode))
+        return time_words(self._grouped[1], len(tokens), stats.frames, aligned=not self._channel.offline,
+                          complete=stats.finish_reason is not None)
 
     def spoken_text(self, seconds_played: float) -> str:
         """The text of the words heard to their end in the first `seconds_played` seconds of audio

@@ -74,14 +74,19 @@ def word_timings(tokens: list[int], frames: int, decode: Callable[[list[int]], s
     the prompt and the words are spread over the frames in proportion to their tokens.
     complete: the audio has ended (otherwise the last word's end is provisional, and so is every
     word of a proportional spread)."""
-    if frames <= 0 or not tokens:
+    return time_words(group_words(tokens, decode) if frames > 0 else [], len(tokens), frames, aligned, complete)
+
+
+def time_words(words: list[tuple[int, int, str]], n_tokens: int, frames: int, aligned: bool = True,
+               complete: bool = True) -> list[WordTiming]:
+    """word_timings over words already grouped (group_words of `n_tokens` tokens)."""
+    if frames <= 0 or not words:
         return []
-    words = group_words(tokens, decode)
     starts: list[float]
     if aligned:
         starts = [first + WORD_LAG_FRAMES for first, _, _ in words]
     else:
-        starts = [first * frames / len(tokens) for first, _, _ in words]
+        starts = [first * frames / n_tokens for first, _, _ in words]
     out: list[WordTiming] = []
     for i, (first, end, word) in enumerate(words):
         if starts[i] >= frames:

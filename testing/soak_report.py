@@ -130,11 +130,12 @@ def trace_problems(rec: dict[str, Any], session_id: str | None) -> list[str]:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v < 0):
             problems.append(f"{where}: {key} = {v!r} is not a non-negative number")
     if rec.get("error") is None:
-        # a reply cut before its first audio frame, or replaced by a reply to the user's further
-        # words before it played (superseded), was never heard: it has no TTS or voice-to-voice
-        # figure to give, only the stages up to the cut
-        heard = not (rec.get("superseded") or rec.get("interrupted") and rec.get("tts_ttfa_ms") is None)
-        required = ANSWER_STAGES if heard else ANSWER_STAGES[:2]
+        # a reply cut before its first frame reached the transport, or replaced by a reply to the
+        # user's further words before it played (superseded), was never heard: it has no
+        # voice-to-voice figure to give (and, cut before its first audio, no TTS one), only the
+        # stages up to the cut
+        cut_unheard = rec.get("interrupted") and "published" not in (rec.get("clock") or {})
+        required = ANSWER_STAGES[:2] if rec.get("superseded") or cut_unheard else ANSWER_STAGES
         problems += [f"{where}: {k} is null in an answered turn" for k in required if rec.get(k) is None]
         if rec.get("interrupted") and rec.get("cancel_to_silence_ms") is None:
             problems.append(f"{where}: interrupted but cancel_to_silence_ms is null")

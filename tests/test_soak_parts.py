@@ -149,6 +149,16 @@ def test_a_reply_cut_before_its_first_audio_needs_no_tts_figures():
     assert any("stt_ms" in p for p in trace_problems({**cut, "stt_ms": None}, "s1"))
 
 
+def test_a_reply_cut_after_its_first_audio_but_before_publishing_needs_no_voice_to_voice():
+    """The TTS had its first frame, the cut came before the transport got it: nothing was heard, so no
+    voice-to-voice figure; once the clock says a frame was published, one is required."""
+    clock = {"speech_end": 1.0, "stt_done": 1.2, "tts_first_audio": 1.5}
+    cut = turn(interrupted=True, cancel_to_silence_ms=0.0, voice_to_voice_ms=None, clock=clock)
+    assert trace_problems(cut, "s1") == []
+    heard = {**cut, "clock": {**clock, "published": 1.51}}
+    assert any("voice_to_voice_ms" in p for p in trace_problems(heard, "s1"))
+
+
 def test_bench_duplex_lines_up_the_agents_stamps_with_what_the_client_said_and_heard(tmp_path):
     """One turn answered, then a barge-in on the next reply, on one clock: each stage lands at its
     offset from our onset / end of speech, and the plot is drawn."""

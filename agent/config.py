@@ -168,7 +168,7 @@ ENGINE_ENV = EnvSpec(EngineConfig, (
     Var("TTS_DTYPE", "dtype"), Var("TTS_QUANTIZE", "quantize"), Var("TTS_CODEC_DTYPE", "codec_dtype"),
     Var("TTS_SEED", "seed", INTEGER), Var("TTS_MAX_STREAMS", "max_streams", INTEGER),
     Var("TTS_LIVE_RESERVE_SLOTS", "live_reserve_slots", INTEGER),
-    Var("TTS_CUDA_GRAPHS", "cuda_graphs", FLAG), Var("TTS_OUTPUT_RATE", "output_sample_rate", INTEGER)))
+    Var("TTS_CUDA_GRAPHS", "cuda_graphs", FLAG), Var("TTS_CPU_THREADS", "cpu_threads", INTEGER), Var("TTS_OUTPUT_RATE", "output_sample_rate", INTEGER)))
 WORKER_ENV = EnvSpec(WorkerConfig, (
     Var("LIVEKIT_URL", "livekit_url"), Var("AGENT_NAME", "agent_name"),
     Var("AGENT_MAX_SESSIONS", "max_sessions", INTEGER), Var("AGENT_HOST", "host"),

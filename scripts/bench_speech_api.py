@@ -101,7 +101,8 @@ def local_service(args: argparse.Namespace) -> Iterator[tuple[str, str, Any]]:
         source = {"random_weights": args.random_weights} if args.random_weights else \
             {"model": str(build_tiny_checkpoint(Path(tmp) / "tiny"))}
         frame_cap = FrameCapConfig(base_frames=10, frames_per_text_token=2) if args.tiny else FrameCapConfig()
-        cfg = EngineConfig(**source, max_streams=slots, scheduler=scheduler, frame_cap=frame_cap)
+        cfg = EngineConfig(**source, max_streams=slots, scheduler=scheduler, frame_cap=frame_cap,
+                           cpu_threads=args.threads)
         print(f"loading the engine ({'tiny' if args.tiny else args.random_weights}, {slots} slots) ...", flush=True)
         with TTSEngine(cfg) as engine, BackgroundServer(make_app(engine, SpeechApiConfig(
                 max_streams_per_key=max(args.concurrency)))) as server:

@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def engine_config(args: argparse.Namespace, model_kwargs: dict) -> EngineConfig:
     return EngineConfig(
         **model_kwargs, device=args.device, dtype=args.dtype, quantize=args.quantize,
-        codec_dtype=args.codec_dtype, seed=0, max_streams=max(args.stream_counts),
+        codec_dtype=args.codec_dtype, seed=0, max_streams=max(args.stream_counts), cpu_threads=args.threads,
         # a fixed length: EOS is not allowed before frames + 1 tokens, and the text-length cap sits above it
         sampling=SamplingConfig(min_new_tokens=args.frames + 1),
         frame_cap=FrameCapConfig(base_frames=max(FrameCapConfig.base_frames, args.frames)),

@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _engine(args: argparse.Namespace, model_kwargs: dict, do_sample: bool) -> TTSEngine:
     # no pacing to playback: streams run as fast as the device allows
     return TTSEngine(EngineConfig(**model_kwargs, device=args.device, dtype=args.dtype, do_sample=do_sample,
-                                  scheduler=SchedulerConfig(max_lead_s=None)))
+                                  scheduler=SchedulerConfig(max_lead_s=None), cpu_threads=args.threads))
 
 
 def _report(check: checks.Check) -> checks.Check:

@@ -98,3 +98,34 @@ def test_tiny_precisions_pass_their_gates(tiny_checkpoint):
 def test_full_size_precisions_pass_their_gates():
     for name, agreement in _agreements({"random_weights": "0.6b"}, frames=6, force_int8=False).items():
         assert QUALITY_GATES[name].failures(agreement) == [], (name, agreement)
+
+
+def test_engine_threads_leave_a_core_and_never_exceed_what_the_process_allows(monkeypatch):
+    from tts_engine import cpu_precision
+    from tts_engine.cpu_precision import apply_engine_cpu_threads, engine_cpu_threads
+
+    monkeypatch.setattr(cpu_precision, "usable_cores", lambda: 2)
+    assert engine_cpu_threads(None) == 1  # 2 cores: one for the engine, one for the rest
+    assert engine_cpu_threads(2) == 2  # asked for explicitly
+    monkeypatch.setattr(cpu_precision, "usable_cores", lambda: 16)
+    assert engine_cpu_threads(None) == 1  # the tests pinned torch to one thread: never raised
+    monkeypatch.setattr(cpu_precision.torch, "get_num_threads", lambda: 16)
+    assert engine_cpu_threads(None) == 15
+    monkeypatch.setattr(cpu_precision, "usable_cores", lambda: 1)
+    assert engine_cpu_threads(None) == 1
+    with pytest.raises(ValueError, match="cpu_threads"):
+        EngineConfig(random_weights="0.6b", cpu_threads=0)
+    assert apply_engine_cpu_threads(EngineConfig(random_weights="0.6b", device="cuda", cpu_threads=3)) is None
+
+
+def test_the_engine_sets_torch_threads_on_start(tiny_checkpoint):
+    from tts_engine import TTSEngine, cpu_precision
+
+    try:
+        with TTSEngine(EngineConfig(model=tiny_checkpoint, max_streams=1, cpu_threads=2)) as engine:
+            assert engine.cpu_threads == 2 and torch.get_num_threads() == 2
+        with TTSEngine(EngineConfig(model=tiny_checkpoint, max_streams=1)) as engine:
+            auto = max(1, min(2, cpu_precision.usable_cores() - 1))  # torch allowed 2: cores - 1, at most 2
+            assert engine.cpu_threads == auto and torch.get_num_threads() == auto
+    finally:
+        torch.set_num_threads(1)

@@ -113,6 +113,11 @@ class EngineConfig:
     arithmetic, which is what is exactly equivalent to the qwen-tts package. codec_dtype None: the
     engine dtype on CUDA; on the CPU bfloat16 for a full-size decoder where AVX512-BF16/AMX exist
     (its convs have real matrix shapes: 1.4x faster measured), else the engine dtype.
+    cpu_threads: torch's intra-op threads for this process, set when the engine starts on the CPU
+    (the engine is the process's torch user); None: one core fewer than torch would use, at least 1
+    (`cpu_precision.engine_cpu_threads`) - the rest of the process (event loop, VAD, WebRTC) and,
+    on a small box, the STT/LLM stand-ins need a core, and OpenMP threads that find their core busy
+    collapse (measured, docs/benchmarks.md). Ignored on CUDA devices.
     """
 
     model: str | None = None
@@ -134,6 +139,7 @@ class EngineConfig:
     output_sample_rate: int = DECODER_RATE  # the decoder's own rate: no resampling
     cuda_graphs: bool | None = None  # None: on for CUDA devices, off on the CPU
     local_files_only: bool = False
+    cpu_threads: int | None = None  # None: see the docstring
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.random_weights is None):
@@ -160,6 +166,8 @@ class EngineConfig:
             raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {self.quantize!r}")
         if self.quantize == "int8" and (self.device.startswith("cuda") or self.torch_dtype != torch.float32):
             raise ValueError("quantize='int8' is for the CPU in float32 (dynamic int8 linears take float32 input)")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError("cpu_threads must be >= 1 (or None: one core fewer than torch would use)")
         if self.cuda_graphs is True and not self.device.startswith("cuda"):
             raise ValueError("cuda_graphs=True needs a CUDA device")
 

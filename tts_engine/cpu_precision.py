@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,36 @@ def cpu_has_int8_dot() -> bool:
 
 def cpu_has_bf16() -> bool:
     return any(f in cpu_flags() for f in _BF16_FLAGS)
+
+
+def engine_cpu_threads(requested: int | None) -> int:
+    """Torch intra-op threads for a CPU engine: `requested`, or one fewer than torch's own count (every
+    core, or OMP_NUM_THREADS / an earlier torch.set_num_threads), at least 1. Never more than the
+    process already allows, so a caller that pinned torch to one thread keeps it."""
+    if requested is not None:
+        return requested
+    return max(1, min(torch.get_num_threads(), usable_cores() - 1))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. under taskset or a cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity API (macOS)
+        return os.cpu_count() or 1
+
+
+def apply_engine_cpu_threads(cfg: Any) -> int | None:
+    """Set torch's thread count for the engine under `cfg` (an EngineConfig) on the CPU; return it,
+    or None on CUDA (the host threads only launch kernels there: torch's default stays)."""
+    if cfg.device.startswith("cuda"):
+        return None
+    threads = engine_cpu_threads(cfg.cpu_threads)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    log.info("TTS engine on the CPU: %d torch thread(s), %d usable cores (cpu_threads=%s)", threads, usable_cores(),
+             cfg.cpu_threads)
+    return threads
 
 
 def codec_dtype(cfg: Any, decoder_dim: int) -> torch.dtype:

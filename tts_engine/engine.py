@@ -36,6 +36,7 @@ import torch
 from .audio_packets import Packetizer
 from .channel import StreamChannel
 from .config import EngineConfig
+from .cpu_precision import apply_engine_cpu_threads
 from .errors import EngineClosed, InvalidTextError
 from .executor import StepExecutor
 from .frames import DECODER_RATE
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 class TTSEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
+        self.cpu_threads = apply_engine_cpu_threads(config)  # before loading: packing uses the threads too
         self.loaded = load_model(config)
         self.text_tokenizer = SharedTokenizer(self.loaded.tokenizer)  # every thread's text goes through it
         self.runner = ModelRunner(self.loaded, config)

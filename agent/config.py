@@ -104,7 +104,7 @@ class TurnChoice:
 
 
 def _early_pause(raw: str) -> float | None:
-    """BARGE_IN_EARLY_PAUSE: a speech probability, or "off" (also 0, none) for no early pause."""
+    """BARGE_IN_EARLY_PAUSE(_DBFS): a number, or "off" (also 0, none) for no such early pause."""
     return None if raw.lower() in ("off", "0", "none") else float(raw)
 
 
@@ -155,7 +155,8 @@ VOICE_ENV = EnvSpec(VoiceOptions, (Var("TTS_SPEAKER", "speaker"), Var("TTS_LANGU
 DUPLEX_ENV = EnvSpec(DuplexConfig, (
     Var("BARGE_IN_MIN_SPEECH_S", "barge_in_min_speech_s", NUMBER), Var("FALSE_INTERRUPTION", "false_interruption"),
     Var("BARGE_IN_EARLY_PAUSE", "early_pause_threshold",
-        Parser("a speech probability in (0, 1) or 'off'", _early_pause))))
+        Parser("a speech probability in (0, 1) or 'off'", _early_pause)),
+    Var("BARGE_IN_EARLY_PAUSE_DBFS", "early_pause_dbfs", Parser("a level in dBFS (e.g. -40) or 'off'", _early_pause))))
 ECHO_ENV = EnvSpec(EchoGateConfig, (
     Var("ECHO_GATE", "enabled", FLAG), Var("ECHO_GATE_ADAPTIVE", "adaptive", FLAG),
     Var("ECHO_GATE_RATIO", "min_ratio", NUMBER)))

@@ -28,11 +28,11 @@ class _Output:
         self.calls.append("clear")
 
 
-def _controller(threshold: float | None = 0.5) -> tuple[DuplexController, _Output]:
+def _controller(threshold: float | None = 0.5, dbfs: float | None = -40.0) -> tuple[DuplexController, _Output]:
     output = _Output()
     session = SimpleNamespace(output=SimpleNamespace(audio=output), current_speech=None, on=lambda *a: None)
     controller = DuplexController(session, SimpleNamespace(active_streams=set()),  # type: ignore[arg-type]
-                                  DuplexConfig(early_pause_threshold=threshold))
+                                  DuplexConfig(early_pause_threshold=threshold, early_pause_dbfs=dbfs))
     controller.state = DuplexState.SPEAKING
     return controller, output
 
@@ -106,3 +106,60 @@ async def test_a_backchannel_is_measured_without_the_silence_after_it():
     assert controller.pending is not None and controller.history == []
     controller.on_vad_event(hangover(0.55, 0.0))  # a user who keeps talking
     assert controller.history[0].outcome is BargeInOutcome.CUT and "clear" in output.calls
+
+
+LOUD, QUIET = 0.05, 0.001  # -26 and -60 dBFS against the -40 dBFS default
+FRAME_S = 0.02
+
+
+def test_a_loud_frame_over_the_playback_pauses_before_the_vad_and_its_start_makes_the_barge_in():
+    controller, output = _controller()
+    before = time.monotonic()
+    controller.on_microphone_frame(LOUD, FRAME_S)
+    early = controller.early
+    assert output.calls == ["pause"] and early is not None and early.cause == "level"
+    assert before - FRAME_S / 2 <= early.speech_by <= early.paused_at  # the onset lies in that frame
+    controller.on_microphone_frame(LOUD, FRAME_S)  # still loud: no second pause
+    controller.on_vad_event(_window(0.1))  # Silero trails the onset: a cold window while the level is up
+    controller.on_vad_event(_window(0.1))
+    assert controller.early is early and output.calls == ["pause"]
+    controller._on_user_state(_user_state("speaking"))  # the VAD's START_OF_SPEECH
+    barge = controller.history[0]
+    assert barge.paused_at == early.paused_at and barge.onset_at is not None and barge.onset_at <= early.speech_by
+    assert controller.early_pauses == controller.early_pauses_by_level == 1
+
+
+def test_a_click_lets_the_reply_play_on_and_a_steady_level_pauses_only_once():
+    controller, output = _controller()
+    controller.on_microphone_frame(LOUD, FRAME_S)
+    controller.on_microphone_frame(QUIET, FRAME_S)
+    time.sleep(0.05)  # more than a VAD window since the last loud frame
+    for _ in range(EARLY_PAUSE_COLD_WINDOWS):
+        controller.on_vad_event(_window(0.1))
+    assert output.calls == ["pause", "resume"] and controller.early_pauses_released == 1
+    # a steady noise over the threshold: one pause on its rise, none while it stays
+    controller.on_microphone_frame(LOUD, FRAME_S)
+    controller._release_early("test: let go")
+    controller.on_microphone_frame(LOUD, FRAME_S)
+    assert output.calls == ["pause", "resume", "pause", "resume"]
+
+
+def test_no_level_pause_below_the_threshold_while_listening_or_when_off():
+    controller, output = _controller()
+    controller.on_microphone_frame(QUIET, FRAME_S)
+    controller.state = DuplexState.LISTENING
+    controller.on_microphone_frame(LOUD, FRAME_S)
+    off, off_output = _controller(dbfs=None)
+    off.on_microphone_frame(LOUD, FRAME_S)
+    assert output.calls == [] and off_output.calls == []
+
+
+def test_the_vads_release_still_works_when_only_the_level_pauses_early():
+    controller, output = _controller(threshold=None)
+    controller.on_vad_event(_window(0.9))  # no VAD-triggered pause
+    assert output.calls == []
+    controller.on_microphone_frame(LOUD, FRAME_S)
+    time.sleep(0.05)
+    for _ in range(EARLY_PAUSE_COLD_WINDOWS):
+        controller.on_vad_event(_window(0.1))
+    assert output.calls == ["pause", "resume"]

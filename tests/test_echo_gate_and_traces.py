@@ -44,6 +44,21 @@ async def test_echo_is_gated_only_while_the_agent_plays():
     assert (gate.gated_frames, gate.passed_frames) == (1, 2)
 
 
+async def test_the_gate_reports_only_frames_louder_than_the_echo_while_the_agent_plays():
+    heard: list[tuple[float, float]] = []
+    frames = [_frame(0.3), _frame(0.02), _frame(0.3)]
+    gate = EchoGate(_Mic(frames), EchoGateConfig(min_ratio=0.1), on_voice_over_playback=lambda *a: heard.append(a))
+    await gate.__anext__()  # nothing played: a user's turn, not a voice over the agent
+    gate.observe_played(_frame(0.5, rate=24000))
+    await gate.__anext__()  # echo: gated, not reported
+    await gate.__anext__()
+    assert len(heard) == 1 and heard[0][0] == pytest.approx(0.3, rel=0.05) and heard[0][1] == pytest.approx(0.02)
+    off = EchoGate(_Mic([_frame(0.3)]), EchoGateConfig(enabled=False), on_voice_over_playback=lambda *a: heard.append(a))
+    off.observe_played(_frame(0.5, rate=24000))
+    await off.__anext__()
+    assert len(heard) == 1  # without the gate nothing tells the user from the echo: no report
+
+
 async def test_gate_forgets_playback_after_its_window_and_can_be_disabled():
     gate = EchoGate(_Mic([_frame(0.02)]), EchoGateConfig(window_s=0.05))
     gate.observe_played(_frame(0.5, rate=24000))

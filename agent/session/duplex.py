@@ -7,11 +7,14 @@ typed contract in agent/session/barge_in.py. Transports react to the output's Pl
 States: LISTENING (user's turn) -> THINKING (reply being generated, nothing audible yet) ->
 SPEAKING (reply audible) -> back to LISTENING; INTERRUPTED while a barge-in is being resolved.
 
-Barge-in: the first VAD window whose speech probability reaches `early_pause_threshold` while
-THINKING or SPEAKING silences the output SYNCHRONOUSLY (pause: the queue stays, nothing more is
-heard) - one window before the VAD confirms speech. If the VAD's start of speech does not follow
-(a click, a cough: `EARLY_PAUSE_COLD_WINDOWS` quiet windows or `EARLY_PAUSE_MAX_S`), the reply plays
-on from where it paused. On the VAD's start of speech the barge-in is recorded, and then:
+Barge-in: while THINKING or SPEAKING, the output is silenced SYNCHRONOUSLY (pause: the queue stays,
+nothing more is heard) on whichever comes first: a microphone frame that rises through
+`early_pause_dbfs` and that the echo gate let through (so it is louder than the agent's own echo:
+the user's first 20 ms, before Silero has a whole 32 ms window to judge), or the first VAD window
+whose speech probability reaches `early_pause_threshold` - a window or two before the VAD confirms
+speech. If the VAD's start of speech does not follow (a click, a cough: `EARLY_PAUSE_COLD_WINDOWS`
+windows in a row that are quiet by both measures, or `EARLY_PAUSE_MAX_S`), the reply plays on from
+where it paused. On the VAD's start of speech the barge-in is recorded, and then:
 - min_speech_s == 0: it cuts at once - clears the output queue, cancels the engine streams, and
   interrupts the session (which cancels the LLM request and the TTS task);
 - min_speech_s > 0 (backchannel tolerance): the controller cuts once the VAD has heard that much
@@ -61,6 +64,7 @@ class DuplexState(enum.Enum):
 # this burst will not become speech - or after EARLY_PAUSE_MAX_S in any case.
 EARLY_PAUSE_COLD_WINDOWS = 2
 EARLY_PAUSE_MAX_S = 0.3
+SILERO_ACTIVATION = 0.5  # the speech probability at which Silero itself starts counting speech
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,10 @@ class DuplexConfig:
     # (below the VAD's own 0.5: Silero's smoothed probability is still rising through the first
     # window of a word); None: silence it only at the VAD's start of speech (a window or two later)
     early_pause_threshold: float | None = 0.3
+    # level (dBFS, a 20 ms frame's RMS) of a microphone frame, louder than the agent's echo, that
+    # silences the agent at once: -40 dBFS is ~20 dB under conversational speech at a microphone and
+    # above a quiet room after the browser's noise suppression; None: only the VAD pauses early
+    early_pause_dbfs: float | None = -40.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.barge_in_min_speech_s <= 5:
@@ -79,6 +87,12 @@ class DuplexConfig:
             raise ValueError("false_interruption must be 'resume' or 'drop'")
         if self.early_pause_threshold is not None and not 0 < self.early_pause_threshold < 1:
             raise ValueError("early_pause_threshold must be in (0, 1), or None to pause at the VAD's start of speech")
+        if self.early_pause_dbfs is not None and not -90 <= self.early_pause_dbfs < 0:
+            raise ValueError("early_pause_dbfs must be in [-90, 0) dBFS, or None for no level-triggered pause")
+
+    @property
+    def early_pause_rms(self) -> float | None:
+        return None if self.early_pause_dbfs is None else 10 ** (self.early_pause_dbfs / 20)
 
     def policy(self) -> BargeInPolicy:
         if self.barge_in_min_speech_s <= 0:
@@ -102,6 +116,7 @@ class EarlyPause:
     # the middle of the hot window's audio (the speech began somewhere in it): the onset is no later,
     # however late the VAD's own backdated start of speech comes when inference runs behind
     speech_by: float
+    cause: str  # "level" (a loud microphone frame) or "vad" (a hot VAD window)
     cold_windows: int = 0
 
 
@@ -121,7 +136,10 @@ class DuplexController:
         self.transitions: list[tuple[float, DuplexState]] = []
         self.early: EarlyPause | None = None  # silenced on a hot window, the VAD's start not yet seen
         self.early_pauses = 0
+        self.early_pauses_by_level = 0  # of early_pauses, set off by a loud microphone frame
         self.early_pauses_released = 0  # not followed by speech: the reply played on
+        self._loud_at = float("-inf")  # the last microphone frame over early_pause_dbfs (monotonic)
+        self._was_loud = False  # the frame before was over it too (a pause takes a rise, not a level)
 
     @property
     def policy(self) -> BargeInPolicy:
@@ -162,6 +180,31 @@ class DuplexController:
         elif ev.new_state == "listening" and self.pending is not None and self.pending.outcome is BargeInOutcome.PENDING:
             self._false_interruption()
 
+    def on_microphone_frame(self, rms: float, duration_s: float) -> None:
+        """A microphone frame the echo gate let through while the agent's audio plays (so it is not
+        the agent's echo): the level-triggered early pause."""
+        floor = self.config.early_pause_rms
+        if floor is None:
+            return
+        loud, rose = rms >= floor, rms >= floor and not self._was_loud
+        self._was_loud = loud
+        if not loud:
+            return
+        now = time.monotonic()
+        self._loud_at = now
+        if rose and self.early is None:
+            # the frame ends now: the speech began within it
+            self._pause_early(now, speech_by=now - duration_s / 2, cause="level")
+
+    def _pause_early(self, now: float, speech_by: float, cause: str) -> None:
+        if self.pending is not None or self.state not in (DuplexState.THINKING, DuplexState.SPEAKING):
+            return
+        self.early = EarlyPause(paused_at=now, audible_until=max(now, self._audible_until(now)),
+                                speech_by=speech_by, cause=cause)
+        self.output.pause()  # silence first, let the VAD decide
+        self.early_pauses += 1
+        self.early_pauses_by_level += cause == "level"
+
     def on_vad_event(self, ev: lk_vad.VADEvent) -> None:
         """Every event of the session's VAD, as it is emitted (agent/session/vad_tap.py): the early pause, and
         the confirmation of a barge-in that needs `barge_in_min_speech_s` of speech."""
@@ -171,20 +214,18 @@ class DuplexController:
             self._confirm_if_long_enough(ev)
             return
         threshold = self.config.early_pause_threshold
-        if threshold is None:
-            return
-        hot = ev.probability >= threshold
+        hot = ev.probability >= (threshold if threshold is not None else SILERO_ACTIVATION)
         early = self.early
+        now = time.monotonic()
         if early is None:
-            if hot and not ev.speaking and self.state in (DuplexState.THINKING, DuplexState.SPEAKING):
-                now = time.monotonic()
-                self.early = EarlyPause(paused_at=now, audible_until=max(now, self._audible_until(now)),
-                                        speech_by=now - ev.inference_duration - _window_seconds(ev) / 2)
-                self.output.pause()  # silence first, let the VAD decide
-                self.early_pauses += 1
+            if threshold is not None and hot and not ev.speaking:
+                self._pause_early(now, speech_by=now - ev.inference_duration - _window_seconds(ev) / 2, cause="vad")
             return
-        early.cold_windows = 0 if hot else early.cold_windows + 1
-        if early.cold_windows >= EARLY_PAUSE_COLD_WINDOWS or time.monotonic() - early.paused_at > EARLY_PAUSE_MAX_S:
+        # a window is quiet when the VAD heard no speech in it and no loud frame came during it: Silero's
+        # probability can trail a real onset by a window or two, the level does not
+        loud_lately = now - self._loud_at <= _window_seconds(ev) + ev.inference_duration
+        early.cold_windows = 0 if hot or loud_lately else early.cold_windows + 1
+        if early.cold_windows >= EARLY_PAUSE_COLD_WINDOWS or now - early.paused_at > EARLY_PAUSE_MAX_S:
             self._release_early("no speech followed")
 
     def _confirm_if_long_enough(self, ev: lk_vad.VADEvent) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,9 +72,12 @@ def frame_rms(frame: rtc.AudioFrame) -> float:
 class EchoGate(io.AudioInput):
     """An AudioInput wrapping the real one; feed it what the agent plays through `observe_played`."""
 
-    def __init__(self, source: io.AudioInput, config: EchoGateConfig | None = None) -> None:
+    def __init__(self, source: io.AudioInput, config: EchoGateConfig | None = None,
+                 on_voice_over_playback: Callable[[float, float], None] | None = None) -> None:
         super().__init__(label="EchoGate", source=source)
         self.config = config or EchoGateConfig()
+        # (rms, duration in s) of each frame let through while the agent plays: louder than its echo
+        self.on_voice_over_playback = on_voice_over_playback
         self._played: deque[tuple[float, float]] = deque()  # (monotonic time, rms) of played frames
         self._returns: deque[float] = deque(maxlen=self.config.history)  # mic level / played level
         self._ratio = self.config.min_ratio
@@ -111,6 +115,8 @@ class EchoGate(io.AudioInput):
         echo_return = level / played
         if time.monotonic() - self._played[-1][0] <= ACTIVE_S and echo_return <= self.config.measure_below * self._ratio:
             self._measure(echo_return)
+        if not echo and self.on_voice_over_playback is not None:
+            self.on_voice_over_playback(level, frame.samples_per_channel / frame.sample_rate)
         return echo
 
     def _measure(self, echo_return: float) -> None:

@@ -161,7 +161,7 @@ class VoicePipeline:
                 text_output=room_io.TextOutputOptions(sync_transcription=False)))
         # the echo gate sits between whatever microphone the session got and its VAD/STT
         assert s.input.audio is not None
-        self.echo_gate = EchoGate(s.input.audio, self.cfg.echo)
+        self.echo_gate = EchoGate(s.input.audio, self.cfg.echo, on_voice_over_playback=self.controller.on_microphone_frame)
         s.input.audio = self.echo_gate
         audio_out.on("playback_started", lambda ev: self.tracer.playback_started())
         audio_out.on("playback_finished", self._on_playback_finished)

@@ -9,7 +9,7 @@ import json
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from token_server import TokenServerConfig, http_guard, make_app
@@ -63,8 +63,11 @@ def test_arbitrary_json_never_5xx(tmp_path, value):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e, exclude_characters="#?%"),
                     max_size=300), method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS"]))
+@example(path="/0", method="GET")
 def test_arbitrary_paths_and_methods_never_5xx(tmp_path, path, method):
-    run(no_5xx(make_cfg(tmp_path), method, "/" + path))
+    # a request path that starts with "//" is, to aiohttp's test client, a URL naming another host
+    # (it refuses to send it): the generated path goes after one slash, never two
+    run(no_5xx(make_cfg(tmp_path), method, "/" + path.lstrip("/")))
 
 
 @pytest.mark.parametrize("body", ["[" * 3000, '{"room":' * 3000, '{"room": "r1", "room": ' + "[" * 5000 + "]" * 5000 + "}"])

@@ -17,8 +17,10 @@ from agent.observe.trace_stats import stage_stats
 BARGE_IN_STAGES = ("agent_onset", "paused", "vad_detected", "cut", "agent_silent", "played_silent", "heard_silent")
 TURN_STAGES = ("agent_end", "end_of_speech", "stt_done", "committed", "llm_first_token", "tts_first_audio", "published",
                "played", "heard")
-# per turn, derived (ms): what the listener waited beyond deciding the turn was over and the three models
-TURN_BUDGET = ("endpointing_wait", "model_time", "beyond_endpointing_and_models")
+# per turn, derived (ms): what the listener waited beyond deciding the turn was over and the three models -
+# to the first reply audio at the listener and (the page only) to its first packet handed to playout,
+# which is what the page's <audio> element plays; the page's level meter taps WebAudio after that
+TURN_BUDGET = ("endpointing_wait", "model_time", "beyond_endpointing_and_models", "beyond_at_playout")
 # trace clock key of each stage
 BARGE_IN_CLOCK = {"agent_onset": "barge_in_onset", "paused": "barge_in_paused", "vad_detected": "barge_in_detected",
                   "cut": "barge_in_cut", "agent_silent": "barge_in_silent"}
@@ -86,8 +88,10 @@ def turn_budget(event: dict[str, Any], rec: dict[str, Any]) -> dict[str, float |
         return dict.fromkeys(TURN_BUDGET)
     endpointing = event["end_of_speech"] + max(0.0, event["committed"] - event["stt_done"])
     model_time = sum(v for v in models if v is not None)  # none is, here
+    played = event["played"]
     return {"endpointing_wait": round(endpointing, 1), "model_time": round(model_time, 1),
-            "beyond_endpointing_and_models": round(event["heard"] - endpointing - model_time, 1)}
+            "beyond_endpointing_and_models": round(event["heard"] - endpointing - model_time, 1),
+            "beyond_at_playout": None if played is None else round(played - endpointing - model_time, 1)}
 
 
 def analyse(spoken: list[dict[str, Any]], records: list[dict[str, Any]], heard_at: list[float],

@@ -88,21 +88,24 @@ class Soak:
             talked_over = barging
             barging = i < len(self.utterances) and (i + 1) % self.barge_in_every == 0
             if barging:
-                barging = await self._reply_started(i, utt, mark)
+                barging = await self._reply_started(i, said, mark)
                 if barging:
                     self._client_v2v(said)
                     await asyncio.sleep(BARGE_IN_AFTER_S)
-            elif await self._reply_finished(i, utt):
+            elif await self._reply_finished(i, said):
                 self._client_v2v(said)
             if talked_over:
                 self._client_barge_in(said)
 
-    async def _reply_started(self, i: int, utt: Utterance, mark: int) -> bool:
-        """Wait until the agent speaks its reply to utterance i (messages after index `mark`)."""
+    async def _reply_started(self, i: int, said: Said, mark: int) -> bool:
+        """Wait until the agent speaks its reply to utterance i: a "speaking" state that came after our
+        speech ended (one that came while we spoke answered the first half of a split utterance)."""
         c = self.client
+        utt = said.utt
 
         def speaking() -> bool:
-            return bool(c.of_type("agent_state", mark)) and c.agent_state() == "speaking"
+            return c.agent_state() == "speaking" and any(
+                m.at > said.speech_end and m.data.get("state") == "speaking" for m in c.of_type("agent_state", mark))
 
         def failed() -> bool:  # the turn ended in an error (a fault soak): there is no reply to talk over
             return len(self.turns()) >= i and self.turns()[-1].get("error") is not None
@@ -112,14 +115,22 @@ class Soak:
         self._timeout(f"turn {i}: the agent never started speaking after {utt.text!r}")
         return False
 
-    async def _reply_finished(self, i: int, utt: Utterance) -> bool:
-        """Wait until i turns are recorded and the agent listens again: the reply must start within
-        the turn timeout, and may then go on up to --max-reply (the test voice speaks noise up to the
-        engine's frame cap, minutes for a long reply: long, but not a failure)."""
+    def _closed_since(self, said: Said) -> bool:
+        """A turn record closed after our speech ended and was not superseded (answered or failed). Counting
+        records is not enough: on loaded cores one utterance can reach the agent as two turns, and
+        the extra record would let the next utterance start before this one's reply - which then
+        supersedes it, and every later turn after it."""
+        return any(m.at > said.speech_end and not m.data.get("superseded") for m in self.client.of_type("turn"))
+
+    async def _reply_finished(self, i: int, said: Said) -> bool:
+        """Wait until utterance i's turn is recorded and the agent listens again: the reply must start
+        within the turn timeout, and may then go on up to --max-reply (the test voice speaks noise up
+        to the engine's frame cap, minutes for a long reply: long, but not a failure)."""
         c = self.client
+        utt = said.utt
 
         def finished() -> bool:
-            return len(self.turns()) >= i and c.agent_state() == "listening"
+            return len(self.turns()) >= i and self._closed_since(said) and c.agent_state() == "listening"
 
         def answering() -> bool:
             return finished() or c.agent_state() == "speaking"

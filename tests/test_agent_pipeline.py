@@ -124,6 +124,7 @@ async def test_barge_in_silences_cancels_and_the_next_turn_works(engine, vad, sp
             assert first["interrupted"] is True and first["cancel_to_silence_ms"] is not None
             assert first["cancel_to_silence_ms"] <= 32
             assert first["barge_in_outcome"] == "cut"
+            assert first["barge_in_paused_by"] in ("level", "vad", "start_of_speech")
             # the onset is backdated from the VAD's detection by the speech it needed (>= min_speech_s),
             # never to before the interrupting clip began (its first sample, on the same clock)
             assert barge.onset_at is not None and barge.onset_at >= stop_span.started_at - 0.02

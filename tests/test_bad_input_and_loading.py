@@ -17,6 +17,7 @@ from tts_engine import (
     UnknownSpeakerError,
     UnsupportedModelError,
 )
+from tts_engine.config import MAX_STREAMS_CPU, MAX_STREAMS_CUDA
 from tts_engine.model_loading import load_model
 
 
@@ -110,7 +111,7 @@ def test_loads_real_checkpoint_layout_through_qwen_tts(tiny_checkpoint):
     (dict(model="x", quantize="int8", dtype="bfloat16"), "float32"),
     (dict(model="x", quantize="int8", device="cuda"), "CPU"),
     (dict(model="x", output_sample_rate=22050), "output_sample_rate"),
-    (dict(model="x", max_streams=0), "max_streams"),
+    (dict(model="x", max_streams=-1), "max_streams"),
     (dict(model="x", cuda_graphs=True), "CUDA"),
 ])
 def test_config_validation(kwargs, match):
@@ -123,6 +124,14 @@ def test_bf16_is_allowed_on_the_cpu_and_quantize_resolves():
     assert not EngineConfig(model="x", dtype="bfloat16").use_int8  # dynamic int8 takes float32 input
     assert not EngineConfig(model="x", quantize="none").use_int8
     assert EngineConfig(model="x", quantize="int8").use_int8
+
+
+def test_stream_slots_default_per_device():
+    """Every slot holds its talker KV from the start: the CPU gets fewer (RAM, and slower streams)."""
+    assert EngineConfig(model="x").max_streams == MAX_STREAMS_CPU < MAX_STREAMS_CUDA
+    assert EngineConfig(model="x", device="cuda").max_streams == MAX_STREAMS_CUDA
+    assert EngineConfig(model="x", max_streams=3).max_streams == 3
+    assert EngineConfig(model="x", max_streams=1).live_reserve == 0  # at least one slot for anyone
 
 
 def test_context_manager_closes_and_rejects_new_streams(tiny_checkpoint):

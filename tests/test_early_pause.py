@@ -58,6 +58,7 @@ def test_a_hot_window_pauses_and_the_vads_start_makes_it_a_barge_in():
     assert controller.early is None and len(controller.history) == 1
     barge = controller.history[0]
     assert barge.outcome is BargeInOutcome.CUT and barge.paused_at == paused_at <= barge.detected_at
+    assert barge.paused_by == "vad"
     assert barge.silent_at <= barge.detected_at  # silence began at the early pause, not at detection
     assert controller.early_pauses == 1 and controller.early_pauses_released == 0
 
@@ -126,6 +127,7 @@ def test_a_loud_frame_over_the_playback_pauses_before_the_vad_and_its_start_make
     controller._on_user_state(_user_state("speaking"))  # the VAD's START_OF_SPEECH
     barge = controller.history[0]
     assert barge.paused_at == early.paused_at and barge.onset_at is not None and barge.onset_at <= early.speech_by
+    assert barge.paused_by == "level"
     assert controller.early_pauses == controller.early_pauses_by_level == 1
 
 

@@ -265,9 +265,11 @@ def test_a_barge_in_records_its_onset_to_silence_and_detection_time():
     tracer.llm_started(REPLY)
     tracer.playback_started()
     stamps = {"barge_in_onset": 7.0, "barge_in_detected": 7.2468, "barge_in_cut": 7.247, "barge_in_silent": 7.251}
-    tracer.barge_in(4.2, BargeInOutcome.CUT, onset_to_silence_ms=251.0, detect_ms=246.8, clock=stamps)
+    tracer.barge_in(4.2, BargeInOutcome.CUT, onset_to_silence_ms=251.0, detect_ms=246.8, clock=stamps,
+                    paused_by="level")
     tracer.agent_message("Once", interrupted=True)
     (cut,) = tracer.records
+    assert cut["barge_in_paused_by"] == "level"
     assert (cut["cancel_to_silence_ms"], cut["onset_to_silence_ms"], cut["barge_in_detect_ms"]) == (4.2, 251.0, 246.8)
     assert stamps.items() <= cut["clock"].items()
 

@@ -20,6 +20,7 @@ from livekit_fixtures import ROOT, AgentWorker, LiveKitServer
 from testing.fake_omni import FakeOmni, FakeOmniThread
 from testing.livekit_client import LiveKitClient
 from testing.utterances import SENTENCES, make_utterances
+from tts_engine.config import MAX_STREAMS_CPU
 
 pytestmark = [pytest.mark.slow]
 
@@ -79,7 +80,7 @@ async def test_four_rooms_on_one_worker_share_one_engine_and_each_gets_its_own_r
         clients = list(await asyncio.gather(*(join(livekit_server, f"four-{i}") for i in range(4))))
         assert all(await asyncio.gather(*(listening(c) for c in clients)))
         body = await wait_health(worker, lambda b: b.get("sessions") == 4)
-        assert body["engine"]["max_streams"] == 16  # one engine serves all four
+        assert body["engine"]["max_streams"] == MAX_STREAMS_CPU  # one engine serves all four
         assert psutil.Process(worker.proc.pid).children() == []  # jobs are threads: one process, one model copy
         for client, utt in zip(clients, utterances, strict=True):
             client.say(utt)

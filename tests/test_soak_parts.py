@@ -5,16 +5,19 @@ analysis."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import numpy as np
 import pytest
 from aiohttp import ClientSession, web
 
 from testing.duplex_bench import analyse
-from testing.event_log import EventLog
+from testing.event_log import EventLog, Said
 from testing.livekit_client import MIC_FRAME, LiveKitClient, metric_value, metrics_leak_check
 from testing.plots import duplex_timeline
+from testing.soak import Soak
 from testing.soak_report import REQUIRED_KEYS, memory_growth, trace_problems
 from testing.utterances import RATE, Utterance
 
@@ -187,8 +190,60 @@ def test_bench_duplex_lines_up_the_agents_stamps_with_what_the_client_said_and_h
     # deciding the turn was over: the VAD's 400 ms + 10 ms after the transcript; models 175 ms; the rest 115
     assert (first["endpointing_wait"], first["model_time"], first["beyond_endpointing_and_models"]) == (410.0, 175.0,
                                                                                                         115.0)
+    assert first["beyond_at_playout"] is None  # no playout stamps from this client
     assert second["endpointing_wait"] is None  # its record names no model times: not guessed
+    played = analyse(spoken, records, heard, played_at=[11.66, 11.68])["turns"][0]
+    assert played["played"] == 660.0 and played["beyond_at_playout"] == 75.0
     assert second["matched_turn_id"] == 2 and second["heard"] == 650.0
     assert result["barge_in_stages_ms"]["heard_silent"]["n"] == 1 and result["turns_counted"] == 2
     duplex_timeline(result, tmp_path / "timeline.png", "test")
     assert (tmp_path / "timeline.png").read_bytes().startswith(b"\x89PNG")
+
+
+class SplittingAgent(EventLog):
+    """A caller whose agent hears the first utterance as two turns (a pause mid-sentence on loaded
+    cores): it answers the first half while we still speak, is cut by the second half, and answers
+    again after we stop. Every later utterance gets one plain reply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: list[Said] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.send({"type": "agent_state", "state": "listening"})
+
+    def send(self, data: dict[str, object]) -> None:
+        self._on_message(json.dumps(data))
+
+    def say(self, utt: Utterance) -> Said:
+        now = time.monotonic()
+        said = Said(utt, now, 0.01, first_frame_at=now)
+        self.said.append(said)
+        self.tasks.append(asyncio.create_task(self._answer(said, split=len(self.said) == 1)))
+        return said
+
+    async def _answer(self, said: Said, split: bool) -> None:
+        async def at(t: float, *events: dict[str, object]) -> None:
+            await asyncio.sleep(max(0.0, t - time.monotonic()))
+            for event in events:
+                self.send(event)
+
+        if split:  # the first half's reply starts and is cut, all before our speech ends
+            await at(said.onset + 0.1, {"type": "agent_state", "state": "speaking"})
+            await at(said.onset + 0.2, {"type": "agent_state", "state": "listening"},
+                     {"type": "turn", **turn(interrupted=True)})
+        await at(said.speech_end + 0.1, {"type": "agent_state", "state": "thinking"})
+        await at(said.speech_end + 0.2, {"type": "agent_state", "state": "speaking"})
+        await at(said.speech_end + 0.3, {"type": "agent_state", "state": "listening"}, {"type": "turn", **turn()})
+
+
+async def test_soak_waits_for_the_reply_after_the_speech_when_one_utterance_made_two_turns():
+    client = SplittingAgent()
+    loud = np.full(int(RATE * 0.4), 8000, dtype=np.int16)
+    utterances = [Utterance(text, "en-us", 150, loud) for text in ("one two", "three")]
+    soak = Soak(client, utterances, turn_timeout_s=5, max_reply_s=5, seed=0, barge_in_every=100)  # type: ignore[arg-type]
+    await soak.run()
+    records = client.of_type("turn")
+    assert len(records) == 3 and not soak.failures
+    first_reply_done = records[1].at  # the reply to the second half, heard after we stopped
+    assert client.said[1].pushed_at > first_reply_done  # not after the first half's record
+    await asyncio.gather(*client.tasks)

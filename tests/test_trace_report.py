@@ -44,7 +44,7 @@ SESSION_A = [
 SESSION_B = [
     turn("b", 1, 140, 110, 80, 60, 4, 300),
     turn("b", 2, 260, 220, 190, 150, 5, 700, interrupted=True, cancel_to_silence_ms=42.0,
-         barge_in_outcome="cut", closed_by="barge_in"),
+         barge_in_outcome="cut", barge_in_paused_by="vad", closed_by="barge_in"),
     turn("b", 3, 400, 350, 300, 200, 8, 1000, opened_by="barge_in"),
     turn("b", 4, 150, 120, error="llm: timeout; tts: engine busy", closed_by="error"),
 ]
@@ -79,6 +79,7 @@ def test_table_has_hand_computed_percentiles_and_counts(traces: Path) -> None:
     assert table.startswith("Trace report: 8 turns in 2 sessions from 2 files\n")
     assert "turns 8   interrupted 1 (12.5%)   failed 2 (25.0%)   malformed lines 1" in table
     assert "barge-in outcomes: cut 1, false_resumed 1" in table
+    assert "reply first silenced by: vad 1" in table
     every = section(table, "All sessions")
     # voice_to_voice: 300 400 500 600 700 1000 -> p50 at rank 2.5 = 550, p95 at rank 4.75 = 700 + .75 * 300
     assert every["voice_to_voice_ms"] == ["6", "550.0", "925.0", "1000.0"]
@@ -111,6 +112,7 @@ def test_json_summary(traces: Path, tmp_path: Path) -> None:
     assert s["errors"] == {"by_stage": {"stt": 0, "llm": 2, "tts": 1, "other": 0},
                            "top": [["llm: timeout", 2], ["tts: engine busy", 1]]}
     assert s["barge_in_outcomes"] == {"cut": 1, "false_resumed": 1}
+    assert s["barge_in_paused_by"] == {"vad": 1}
     assert s["negative_durations"] == [{"where": f"{traces / 'a.jsonl'}:2", "session_id": "a", "turn_id": 2,
                                         "stage": "tts_first_to_publish_ms", "value": -1.5}]
     [bad] = s["malformed_lines"]

@@ -11,6 +11,10 @@ from .frames import DECODER_RATE, SUPPORTED_OUTPUT_RATES
 
 RANDOM_WEIGHT_SIZES = ("0.6b", "1.7b")
 QUANTIZE_MODES = ("auto", "none", "int8")
+# Stream slots when EngineConfig.max_streams is 0 (per device): a GPU serves many calls at once; a
+# CPU box serves a few calls (AGENT_MAX_SESSIONS, 4) plus the speech API, and every slot's KV is RAM.
+MAX_STREAMS_CUDA = 16
+MAX_STREAMS_CPU = 8
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,10 @@ class EngineConfig:
     arithmetic, which is what is exactly equivalent to the qwen-tts package. codec_dtype None: the
     engine dtype on CUDA; on the CPU bfloat16 for a full-size decoder where AVX512-BF16/AMX exist
     (its convs have real matrix shapes: 1.4x faster measured), else the engine dtype.
+    max_streams: concurrent stream slots; each holds its talker KV cache (max_context positions) from
+    the start. 0: MAX_STREAMS_CUDA on a GPU, MAX_STREAMS_CPU on the CPU, where one full-size stream
+    already runs slower than real time and each slot of the 0.6B is ~470 MB of float32 KV (16 slots
+    took the agent to 11 GB RSS, measured).
     cpu_threads: torch's intra-op threads for this process, set when the engine starts on the CPU
     (the engine is the process's torch user); None: one core fewer than torch would use, at least 1
     (`cpu_precision.engine_cpu_threads`) - the rest of the process (event loop, VAD, WebRTC) and,
@@ -132,7 +140,7 @@ class EngineConfig:
     frame_cap: FrameCapConfig = field(default_factory=FrameCapConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     prefix_cache: bool = True  # reuse the talker KV of the voice's fixed prompt part
-    max_streams: int = 16
+    max_streams: int = 0  # 0: per device, MAX_STREAMS_CUDA or MAX_STREAMS_CPU (see the docstring)
     live_reserve_slots: int = 2
     max_context: int = 2048  # talker KV positions per stream (prompt + frames)
     max_text_chars: int = 4000
@@ -148,8 +156,11 @@ class EngineConfig:
             raise ValueError(f"random_weights must be one of {RANDOM_WEIGHT_SIZES}, got {self.random_weights!r}")
         if self.output_sample_rate not in SUPPORTED_OUTPUT_RATES:
             raise ValueError(f"output_sample_rate must be one of {SUPPORTED_OUTPUT_RATES}")
-        if self.max_streams < 1:
-            raise ValueError("max_streams must be >= 1")
+        if self.max_streams < 0:
+            raise ValueError("max_streams must be >= 1 (or 0: per device)")
+        if self.max_streams == 0:  # frozen: the per-device default is resolved once, here
+            object.__setattr__(self, "max_streams",
+                               MAX_STREAMS_CUDA if self.device.startswith("cuda") else MAX_STREAMS_CPU)
         if self.live_reserve_slots < 0:
             raise ValueError("live_reserve_slots must be >= 0")
         if self.max_context < 64:

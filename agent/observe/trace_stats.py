@@ -160,9 +160,11 @@ def summarize(loaded: LoadedTraces) -> dict[str, Any]:
                  "stage": key, "value": tl.record[key]}
                 for tl in lines for key in STAGES if (tl.record.get(key) or 0) < 0]
     outcomes = Counter(str(o) for tl in lines if (o := tl.record.get("barge_in_outcome")) is not None)
+    paused_by = Counter(str(p) for tl in lines if (p := tl.record.get("barge_in_paused_by")) is not None)
     return {
         "files": loaded.files, "sessions": len(sessions), **_counts(lines),
         "barge_in_outcomes": dict(sorted(outcomes.items())),
+        "barge_in_paused_by": dict(sorted(paused_by.items())),
         "errors": {"by_stage": dict(by_stage), "top": [[m, c] for m, c in messages.most_common(TOP_ERRORS)]},
         "stages": _stages(lines),
         "per_session": {sid: {**_counts(tls), "stages": _stages(tls)} for sid, tls in sorted(sessions.items())},
@@ -211,6 +213,8 @@ def format_table(summary: dict[str, Any]) -> str:
            f"failed {_pct(s['failed'], s['turns'])}   malformed lines {len(s['malformed_lines'])}"]
     if s["barge_in_outcomes"]:
         out.append("barge-in outcomes: " + ", ".join(f"{k} {v}" for k, v in s["barge_in_outcomes"].items()))
+    if s.get("barge_in_paused_by"):
+        out.append("reply first silenced by: " + ", ".join(f"{k} {v}" for k, v in s["barge_in_paused_by"].items()))
     out += ["", "All sessions", *_stage_table(s["stages"])]
     sessions = s["per_session"] if s["sessions"] > 1 else {}  # a single session's table is the one above
     for sid, sess in sessions.items():

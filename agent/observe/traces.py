@@ -58,6 +58,7 @@ class Turn:
     # one (livekit adds no message for a reply that never played)
     superseded: bool = False
     barge_in_outcome: str | None = None
+    barge_in_paused_by: str | None = None  # BargeIn.paused_by: what silenced the reply first
     cancel_to_silence_ms: float | None = None
     onset_to_silence_ms: float | None = None  # the barge-in's true speech onset -> no more agent audio
     barge_in_detect_ms: float | None = None  # true speech onset -> the VAD's START_OF_SPEECH
@@ -87,6 +88,7 @@ class Turn:
             "error": "; ".join(self.errors) if self.errors else None,
             # extras
             "opened_by": self.opened_by, "barge_in_outcome": self.barge_in_outcome,
+            "barge_in_paused_by": self.barge_in_paused_by,
             "stt_to_llm_ms": _ms(self.stt_done_at, self.llm_started_at),
             "llm_to_tts_ms": _ms(self.llm_first_token_at, self.tts_first_text_at),
             "llm_total_ms": _ms(self.llm_started_at, self.llm_done_at),
@@ -282,13 +284,15 @@ class TurnTracer:
             self.close(reason="interrupted" if interrupted else "done")
 
     def barge_in(self, cancel_to_silence_ms: float, outcome: BargeInOutcome, onset_to_silence_ms: float | None = None,
-                 detect_ms: float | None = None, clock: dict[str, float] | None = None) -> None:
+                 detect_ms: float | None = None, clock: dict[str, float] | None = None,
+                 paused_by: str | None = None) -> None:
         """A barge-in closes the turn being answered and opens the user's new one."""
         now = time.monotonic()
         t = self.turn
         if t is None:
             return
         t.barge_in_outcome = outcome.value
+        t.barge_in_paused_by = paused_by
         if outcome is BargeInOutcome.FALSE_RESUMED:
             return
         t.interrupted = True

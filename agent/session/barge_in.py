@@ -72,6 +72,9 @@ class BargeIn:
     while_state: str
     onset_at: float | None = None  # when the user's speech really began (the VAD backdates its start)
     paused_at: float | None = None  # the output was silenced (an early pause, or at detection)
+    # what silenced it first: "level" (a loud microphone frame), "vad" (a hot VAD window: both early
+    # pauses) or "start_of_speech" (the VAD's confirmation itself)
+    paused_by: str = "start_of_speech"
     outcome: BargeInOutcome = BargeInOutcome.PENDING
     cut_at: float | None = None
     # what was being said when the user cut in: a cut stops exactly these, never a reply that

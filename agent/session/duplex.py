@@ -289,6 +289,7 @@ class DuplexController:
         onset_at = min([*known, now]) if known else None
         return BargeIn(detected_at=now, silent_at=silent_at, while_state=self.state.value, onset_at=onset_at,
                        paused_at=early.paused_at if early is not None else now,
+                       paused_by=early.cause if early is not None else "start_of_speech",
                        speech=self.session.current_speech, engine_streams=streams)
 
     def cut(self, outcome: BargeInOutcome = BargeInOutcome.CUT) -> None:

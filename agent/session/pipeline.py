@@ -271,7 +271,8 @@ class VoicePipeline:
     def _on_barge_in(self, barge_in: BargeIn) -> None:
         self.tracer.barge_in(barge_in.cancel_to_silence_ms, barge_in.outcome,
                              onset_to_silence_ms=barge_in.onset_to_silence_ms, detect_ms=barge_in.detect_ms,
-                             clock=barge_in.clock())
+                             clock=barge_in.clock(), paused_by=barge_in.paused_by)
         self._emit("barge_in", {"outcome": barge_in.outcome.value, "cancel_to_silence_ms": barge_in.cancel_to_silence_ms,
+                                "paused_by": barge_in.paused_by,
                                 "onset_to_silence_ms": barge_in.onset_to_silence_ms,
                                 "detect_ms": barge_in.detect_ms})

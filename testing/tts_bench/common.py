@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from agent.observe.trace_stats import percentile
+from tts_engine.cpu_precision import usable_cores
 
 T = TypeVar("T")
 
@@ -135,14 +136,10 @@ def machine_info() -> dict[str, Any]:
     """What a CPU timing depends on: the CPU and its vector/matrix flags, torch and its threads, and the
     load average (other jobs on the cores make ratios of paths timed one after another unreliable)."""
     model, flags = _cpuinfo()
-    try:
-        affinity: int | None = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        affinity = None
     return {
         "cpu_model": model or platform.processor() or None,
         "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS} if flags else None,
-        "cpu_count": os.cpu_count(), "cpus_usable": affinity,
+        "cpu_count": os.cpu_count(), "cpus_usable": usable_cores(),
         "torch": torch.__version__, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,

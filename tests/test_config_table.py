@@ -24,6 +24,7 @@ import token_server.config
 from agent.plugins.omni_config import DEFAULT_SYSTEM_PROMPT
 from deploy.omni import gpu_split
 from token_server.env import EnvSpec, Parser, field_default
+from tts_engine.config import MAX_STREAMS_CPU, MAX_STREAMS_CUDA
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +46,9 @@ GPU_SPLIT_DEFAULTS = {"OMNI_MAX_MODEL_LEN": gpu_split.DEFAULT_MAX_MODEL_LEN,
                       "OMNI_GPU_MARGIN_GIB": gpu_split.DEFAULT_MARGIN_GIB}
 # defaults the tables describe in words
 DESCRIBED = {"AGENT_SYSTEM_PROMPT": ("short spoken-style prompt", DEFAULT_SYSTEM_PROMPT),
-             "START_TIMEOUT_S": ("per service", None)}  # each health-check wait its own
+             "START_TIMEOUT_S": ("per service", None),  # each health-check wait its own
+             # 0: per device, and the cell names both numbers
+             "TTS_MAX_STREAMS": (f"auto: `{MAX_STREAMS_CUDA}` on CUDA, `{MAX_STREAMS_CPU}` on the CPU", 0)}
 
 
 def rows() -> list[tuple[str, str, str]]:

@@ -51,6 +51,10 @@ DESCRIBED = {"AGENT_SYSTEM_PROMPT": ("short spoken-style prompt", DEFAULT_SYSTEM
              "TTS_MAX_STREAMS": (f"auto: `{MAX_STREAMS_CUDA}` on CUDA, `{MAX_STREAMS_CPU}` on the CPU", 0)}
 
 
+def test_the_gpu_split_plans_the_engines_own_gpu_slot_default():
+    assert gpu_split.DEFAULT_TTS_MAX_STREAMS == MAX_STREAMS_CUDA
+
+
 def rows() -> list[tuple[str, str, str]]:
     """(table file, variable, its default cell) for every variable of every configuration table."""
     found = []

@@ -213,7 +213,7 @@ def format_table(summary: dict[str, Any]) -> str:
            f"failed {_pct(s['failed'], s['turns'])}   malformed lines {len(s['malformed_lines'])}"]
     if s["barge_in_outcomes"]:
         out.append("barge-in outcomes: " + ", ".join(f"{k} {v}" for k, v in s["barge_in_outcomes"].items()))
-    if s.get("barge_in_paused_by"):
+    if s["barge_in_paused_by"]:
         out.append("reply first silenced by: " + ", ".join(f"{k} {v}" for k, v in s["barge_in_paused_by"].items()))
     out += ["", "All sessions", *_stage_table(s["stages"])]
     sessions = s["per_session"] if s["sessions"] > 1 else {}  # a single session's table is the one above

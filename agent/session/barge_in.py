@@ -12,6 +12,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# BargeIn.paused_by when no early pause came first: the VAD's start of speech silenced the reply
+PAUSED_AT_START_OF_SPEECH = "start_of_speech"
+
 
 class BargeInOutcome(enum.Enum):
     PENDING = "pending"  # speech started over the reply; the policy has not decided yet
@@ -73,8 +76,8 @@ class BargeIn:
     onset_at: float | None = None  # when the user's speech really began (the VAD backdates its start)
     paused_at: float | None = None  # the output was silenced (an early pause, or at detection)
     # what silenced it first: "level" (a loud microphone frame), "vad" (a hot VAD window: both early
-    # pauses) or "start_of_speech" (the VAD's confirmation itself)
-    paused_by: str = "start_of_speech"
+    # pauses) or PAUSED_AT_START_OF_SPEECH (the VAD's confirmation itself)
+    paused_by: str = PAUSED_AT_START_OF_SPEECH
     outcome: BargeInOutcome = BargeInOutcome.PENDING
     cut_at: float | None = None
     # what was being said when the user cut in: a cut stops exactly these, never a reply that

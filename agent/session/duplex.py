@@ -40,6 +40,7 @@ from livekit.agents.voice import AgentSession
 
 from ..plugins.tts_plugin import EngineTTS
 from .barge_in import (
+    PAUSED_AT_START_OF_SPEECH,
     BargeIn,
     BargeInOutcome,
     BargeInPolicy,
@@ -289,7 +290,7 @@ class DuplexController:
         onset_at = min([*known, now]) if known else None
         return BargeIn(detected_at=now, silent_at=silent_at, while_state=self.state.value, onset_at=onset_at,
                        paused_at=early.paused_at if early is not None else now,
-                       paused_by=early.cause if early is not None else "start_of_speech",
+                       paused_by=early.cause if early is not None else PAUSED_AT_START_OF_SPEECH,
                        speech=self.session.current_speech, engine_streams=streams)
 
     def cut(self, outcome: BargeInOutcome = BargeInOutcome.CUT) -> None:

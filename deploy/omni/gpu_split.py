@@ -42,6 +42,9 @@ MIN_VLLM_OMNI = "0.28.0"  # the first release that registers the qwen3_omni_moe_
 DEPLOY_CONFIG = Path(__file__).resolve().with_name("qwen3_omni_thinker_only.yaml")
 DEFAULT_MARGIN_GIB = 2.0  # CUDA graphs vLLM-Omni does not budget, the TTS engine's growth under load
 DEFAULT_MAX_MODEL_LEN = 8192
+# the engine's slots on a GPU when TTS_MAX_STREAMS is unset: tts_engine.config.MAX_STREAMS_CUDA, written
+# again because this planner runs without torch (tests/test_config_table.py keeps the two equal)
+DEFAULT_TTS_MAX_STREAMS = 16
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tts-random-weights")
     p.add_argument("--tts-device", default="cuda")
     p.add_argument("--tts-dtype", default="bfloat16")
-    p.add_argument("--tts-max-streams", type=int, default=16)
+    p.add_argument("--tts-max-streams", type=int, default=DEFAULT_TTS_MAX_STREAMS)
     p.add_argument("--model", default="Qwen/Qwen3-Omni-30B-A3B-Instruct")
     p.add_argument("--quantization", default=None, help="online quantization of the thinker, e.g. fp8")
     p.add_argument("--max-model-len", type=int, default=DEFAULT_MAX_MODEL_LEN)

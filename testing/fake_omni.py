@@ -149,10 +149,13 @@ class FakeOmni:
         self._faults.extend([(kind, target)] * count)
 
     def fault_every(self, n: int) -> None:
-        """Make every n-th turn from now on faulty (FAULT_CYCLE); 0 turns it off."""
+        """Make every n-th turn from now on faulty (FAULT_CYCLE), counting them in `faulty_turns` from 0;
+        0 turns it off and keeps the count, so a test can switch faults off before it reads how many fell."""
         if n < 0:
             raise ValueError("n must be >= 0")
-        self._fault_every, self._stt_requests, self.faulty_turns = n, 0, 0
+        self._fault_every, self._stt_requests = n, 0
+        if n:
+            self.faulty_turns = 0
         self._faults.clear()
 
     def _scheduled_fault(self, is_stt: bool) -> None:

@@ -400,6 +400,24 @@ async def test_disconnect_mid_stream_is_an_error_not_a_short_reply() -> None:
         await stt.aclose()
 
 
+async def test_fault_every_counts_faulty_turns_and_keeps_the_count_when_switched_off() -> None:
+    fake = FakeOmni(transcripts=["x"] * 5)
+    async with served(fake) as url:
+        stt = OmniSTT(OmniConfig(base_url=url))
+        fake.fault_every(2)  # the 2nd turn's STT gets FAULT_CYCLE's first fault: a 500
+        await stt.recognize(speech_frames(), conn_options=NO_RETRY)
+        with pytest.raises(APIStatusError):
+            await stt.recognize(speech_frames(), conn_options=NO_RETRY)
+        fake.fault_every(0)  # off: the count stays readable (the system test reads it after this)
+        assert fake.faulty_turns == 1
+        for _ in range(2):
+            await stt.recognize(speech_frames(), conn_options=NO_RETRY)
+        assert fake.faulty_turns == 1
+        fake.fault_every(5)  # on again: counting starts over
+        assert fake.faulty_turns == 0
+        await stt.aclose()
+
+
 # ---------------------------------------------------------------------------- fake fidelity
 
 

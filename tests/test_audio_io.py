@@ -18,6 +18,7 @@ from livekit.agents.voice import Agent, AgentSession, io
 from livekit.plugins import silero
 
 from agent.transport.audio_output import PacedAudioOutput, PlaybackEvent
+from agent.transport.worker import ROOM_FRAME_S
 from testing.audio_input import WavAudioInput
 from testing.recording import RecordingAudioOutput
 
@@ -201,6 +202,19 @@ async def test_long_frames_are_split_and_wrong_rate_rejected():
     assert np.array_equal(np.concatenate([np.frombuffer(f.data, np.int16) for f in played]), pcm)
     with pytest.raises(ValueError):
         await out.capture_frame(frames_of(tone(0.02, 16000), sr=16000)[0])
+    await out.aclose()
+
+
+async def test_room_frames_are_10_ms_so_a_cut_ends_within_10_ms():
+    """LiveKit mode plays 10 ms frames (the room source's tick): a clear lets at most 10 ms sound on."""
+    played: list[rtc.AudioFrame] = []
+    out = PacedAudioOutput(SR_OUT, on_play=played.append, max_frame_s=ROOM_FRAME_S)
+    await push(out, tone(0.5, SR_OUT))  # pushed in 20 ms frames, played in 10 ms ones
+    await wait_until(lambda: len(played) >= 5)
+    assert {f.samples_per_channel for f in played} == {SR_OUT // 100}
+    t_clear = time.monotonic()
+    out.clear_buffer()
+    assert out.silent_since is not None and t_clear <= out.silent_since <= t_clear + 0.011
     await out.aclose()
 
 

@@ -41,7 +41,7 @@ class PlaybackEvent(enum.Enum):
 PlaybackListener = Callable[[PlaybackEvent, float], None]
 """`callback(event, t)`, t in monotonic seconds."""
 
-MAX_FRAME_S = 0.02  # longer frames are split so pause/clear act within one 20 ms frame
+MAX_FRAME_S = 0.02  # longer frames are split so pause/clear act within one 20 ms frame (the default)
 # A frame this late means the queue ran dry (TTS slower than real time) or the loop stalled:
 # re-anchor the clock instead of bursting the backlog out. Smaller lateness is caught up.
 _UNDERRUN_S = 0.05
@@ -64,7 +64,8 @@ class PacedAudioOutput(io.AudioOutput):
     """Plays captured frames in real time through `on_play`; never generates silence."""
 
     def __init__(self, sample_rate: int = 24000, on_play: Callable[[rtc.AudioFrame], None] | None = None,
-                 *, label: str = "PacedAudioOutput", can_pause: bool = True) -> None:
+                 *, label: str = "PacedAudioOutput", can_pause: bool = True,
+                 max_frame_s: float = MAX_FRAME_S) -> None:
         # sample_rate is passed to the base so the session resamples TTS audio to it
         # (generation.py perform_audio_forwarding); mismatching frames are a bug here.
         super().__init__(label=label, capabilities=io.AudioOutputCapabilities(pause=can_pause),
@@ -72,7 +73,7 @@ class PacedAudioOutput(io.AudioOutput):
         self._on_play = on_play
         self._frame_taps: list[Callable[[rtc.AudioFrame], None]] = []  # e.g. the echo gate
         self._rate = sample_rate
-        self._max_samples = round(sample_rate * MAX_FRAME_S)
+        self._max_samples = round(sample_rate * max_frame_s)
         self._queue: deque[tuple[_Segment, rtc.AudioFrame | None]] = deque()  # None: end of segment
         self._queued_samples = 0
         self._open: list[_Segment] = []  # captured, not yet reported finished; oldest first

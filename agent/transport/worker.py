@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 EVENTS_TOPIC = "agent-events"  # data-channel topic of transcripts, state and per-turn latency
 SUBSCRIBE_WAIT_S = 5.0  # how long a new session waits for the user to subscribe to the agent's voice
+# The room's AudioSource hands audio to the encoder on a 10 ms tick: a 20 ms frame waits for two
+# ticks, and a cut lets the frame in flight finish. 10 ms frames halve both.
+ROOM_FRAME_S = 0.01
 
 
 class WorkerState:
@@ -162,7 +165,8 @@ def make_server(state: WorkerState) -> AgentServer:
 
         rate = resources.engine.config.output_sample_rate
         sink = RoomAudioSink(rate)
-        output = PacedAudioOutput(sample_rate=rate, on_play=sink.push, label=f"PacedAudioOutput[{room.name}]")
+        output = PacedAudioOutput(sample_rate=rate, on_play=sink.push, label=f"PacedAudioOutput[{room.name}]",
+                                  max_frame_s=ROOM_FRAME_S)
         silence_transport_on_cut(output, sink.clear)
         on_event: Callable[[str, dict[str, Any]], None] = state.metrics.observer(session_id, then=publish)
         pipeline = VoicePipeline(resources.engine, resources.agent_cfg, resources.vad,

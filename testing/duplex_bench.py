@@ -125,6 +125,9 @@ def summary(result: dict[str, Any], mode: str) -> str:
     lines += [row(s, st) for s, st in result["turn_stages_ms"].items()]
     lines.append(f"  {'turn, ms spent on':32s}")
     lines += [row(s, st) for s, st in result["turn_budget_ms"].items()]
+    if buffer := result.get("listener_receive_buffer"):
+        lines.append(f"  the listener's jitter buffer over the call: mean {buffer['mean_ms']:.1f} ms, target "
+                     f"{buffer['target_ms']:.1f}, minimum {buffer['minimum_ms']:.1f} (WebRTC inbound-rtp stats)")
     return "\n".join(lines) + "\n"
 
 
@@ -153,4 +156,5 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     if soak.failures:
         print("bench_duplex: the conversation had problems:\n  " + "\n  ".join(soak.failures), file=sys.stderr)
     result = analyse(soak.spoken, soak.turns(), list(client.voiced_at))
-    return {"mode": grant.get("mode"), "client": type(client).__name__, "failures": soak.failures, **result}
+    return {"mode": grant.get("mode"), "client": type(client).__name__, "failures": soak.failures,
+            "listener_receive_buffer": client.receive_buffer, **result}

@@ -70,6 +70,9 @@ class EventLog:
         self.messages: list[Message] = []
         self.voiced_at: list[float] = []  # arrival times of incoming frames that carry agent audio
         self.frames_in = 0
+        # the listener's own receive (jitter) buffer, read from WebRTC's stats at the hang-up where the
+        # client has one to read (LiveKit): {"mean_ms", "target_ms", "minimum_ms"}, else None
+        self.receive_buffer: dict[str, float] | None = None
         self._changed = asyncio.Event()
 
     def session_id(self) -> str | None:

@@ -55,6 +55,7 @@ class LiveKitClient(EventLog):
         self._spawn(self._microphone())
 
     async def close(self, _http: aiohttp.ClientSession) -> None:
+        self.receive_buffer = await self._receive_buffer()
         await self.room.disconnect()
         for task in list(self._tasks):
             task.cancel()
@@ -114,6 +115,25 @@ class LiveKitClient(EventLog):
                 self._on_audio_frame(pcm)
         finally:
             await stream.aclose()
+
+    async def _receive_buffer(self) -> dict[str, float] | None:
+        """How long the agent's audio waited in our jitter buffer over the call, on average (WebRTC's
+        inbound-rtp jitterBufferDelay / jitterBufferEmittedCount), and its target and minimum."""
+        try:
+            stats = await self.room.get_rtc_stats()
+        except Exception:  # a room that never connected or already dropped: nothing to read
+            return None
+        # one peer connection carries both directions on this server, so its stats come as the publisher's
+        for entry in [*stats.subscriber_stats, *stats.publisher_stats]:
+            if not entry.HasField("inbound_rtp") or entry.inbound_rtp.stream.kind != "audio":
+                continue
+            inbound = entry.inbound_rtp.inbound
+            emitted = inbound.jitter_buffer_emitted_count
+            if emitted:
+                return {name: round(1000 * total / emitted, 1) for name, total in (
+                    ("mean_ms", inbound.jitter_buffer_delay), ("target_ms", inbound.jitter_buffer_target_delay),
+                    ("minimum_ms", inbound.jitter_buffer_minimum_delay))}
+        return None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -100,6 +100,10 @@ async def test_four_rooms_on_one_worker_share_one_engine_and_each_gets_its_own_r
     finally:
         for client in clients:
             await client.close(None)  # type: ignore[arg-type]
+    # each heard the agent through its own WebRTC jitter buffer, read back at the hang-up (bench_duplex reports it)
+    for client in clients:
+        buffer = client.receive_buffer
+        assert buffer is not None and buffer["mean_ms"] > 0 and set(buffer) == {"mean_ms", "target_ms", "minimum_ms"}
     try:
         body = await wait_health(worker, lambda b: b.get("sessions") == 0 and b["engine"]["active_streams"] == 0)
         assert body["status"] == "ok"

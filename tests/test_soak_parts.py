@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from aiohttp import ClientSession, web
 
-from testing.duplex_bench import analyse
+from testing.duplex_bench import analyse, summary
 from testing.event_log import EventLog, Said
 from testing.livekit_client import MIC_FRAME, LiveKitClient, metric_value, metrics_leak_check
 from testing.plots import duplex_timeline
@@ -247,3 +247,11 @@ async def test_soak_waits_for_the_reply_after_the_speech_when_one_utterance_made
     first_reply_done = records[1].at  # the reply to the second half, heard after we stopped
     assert client.said[1].pushed_at > first_reply_done  # not after the first half's record
     await asyncio.gather(*client.tasks)
+
+
+def test_bench_summary_names_the_listeners_jitter_buffer_only_where_the_client_read_one():
+    empty = analyse([], [], [])
+    buffer = {"mean_ms": 29.8, "target_ms": 20.1, "minimum_ms": 20.1}
+    with_buffer = summary({**empty, "listener_receive_buffer": buffer}, "livekit mode")
+    assert "jitter buffer over the call: mean 29.8 ms, target 20.1, minimum 20.1" in with_buffer
+    assert "jitter buffer" not in summary({**empty, "listener_receive_buffer": None}, "direct mode")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+import pytest
 from livekit.agents import vad as lk_vad
 
 from agent.session.barge_in import BargeInOutcome
@@ -110,17 +111,22 @@ async def test_a_backchannel_is_measured_without_the_silence_after_it():
 
 
 LOUD, QUIET = 0.05, 0.001  # -26 and -60 dBFS against the -40 dBFS default
-FRAME_S = 0.02
+BLOCK_S = 0.005
+
+
+def _frame(level: float) -> tuple[list[float], float]:
+    """A 20 ms microphone frame at one level, as the echo gate reports it: four 5 ms blocks."""
+    return [level] * 4, BLOCK_S
 
 
 def test_a_loud_frame_over_the_playback_pauses_before_the_vad_and_its_start_makes_the_barge_in():
     controller, output = _controller()
     before = time.monotonic()
-    controller.on_microphone_frame(LOUD, FRAME_S)
+    controller.on_microphone_frame(*_frame(LOUD))
     early = controller.early
     assert output.calls == ["pause"] and early is not None and early.cause == "level"
-    assert before - FRAME_S / 2 <= early.speech_by <= early.paused_at  # the onset lies in that frame
-    controller.on_microphone_frame(LOUD, FRAME_S)  # still loud: no second pause
+    assert before - 0.02 <= early.speech_by <= early.paused_at  # the onset lies in that frame
+    controller.on_microphone_frame(*_frame(LOUD))  # still loud: no second pause
     controller.on_vad_event(_window(0.1))  # Silero trails the onset: a cold window while the level is up
     controller.on_vad_event(_window(0.1))
     assert controller.early is early and output.calls == ["pause"]
@@ -131,28 +137,47 @@ def test_a_loud_frame_over_the_playback_pauses_before_the_vad_and_its_start_make
     assert controller.early_pauses == controller.early_pauses_by_level == 1
 
 
+def test_an_onset_in_the_last_block_of_a_frame_pauses_and_is_placed_in_that_block():
+    controller, output = _controller()
+    controller.on_microphone_frame([QUIET, QUIET, QUIET, LOUD], BLOCK_S)
+    early = controller.early
+    assert output.calls == ["pause"] and early is not None
+    assert early.speech_by == pytest.approx(early.paused_at - BLOCK_S / 2)  # not the frame's middle
+
+
 def test_a_click_lets_the_reply_play_on_and_a_steady_level_pauses_only_once():
     controller, output = _controller()
-    controller.on_microphone_frame(LOUD, FRAME_S)
-    controller.on_microphone_frame(QUIET, FRAME_S)
+    controller.on_microphone_frame(*_frame(LOUD))
+    controller.on_microphone_frame(*_frame(QUIET))
     time.sleep(0.05)  # more than a VAD window since the last loud frame
     for _ in range(EARLY_PAUSE_COLD_WINDOWS):
         controller.on_vad_event(_window(0.1))
     assert output.calls == ["pause", "resume"] and controller.early_pauses_released == 1
     # a steady noise over the threshold: one pause on its rise, none while it stays
-    controller.on_microphone_frame(LOUD, FRAME_S)
+    controller.on_microphone_frame(*_frame(LOUD))
     controller._release_early("test: let go")
-    controller.on_microphone_frame(LOUD, FRAME_S)
+    controller.on_microphone_frame(*_frame(LOUD))
     assert output.calls == ["pause", "resume", "pause", "resume"]
+
+
+def test_a_rise_is_known_by_the_gap_before_it_not_by_a_quiet_frame_reported_in_between():
+    # what the echo gate reports is only loud frames over the playback: the previous barge-in's last loud
+    # frame must not hide the next one's first (the frames between them were gated or came with no playback)
+    controller, output = _controller()
+    controller.on_microphone_frame(*_frame(LOUD))
+    controller._release_early("test: that barge-in is over")
+    time.sleep(0.05)  # more than one 20 ms frame and a half with no loud frame reported
+    controller.on_microphone_frame(*_frame(LOUD))
+    assert output.calls == ["pause", "resume", "pause"] and controller.early_pauses_by_level == 2
 
 
 def test_no_level_pause_below_the_threshold_while_listening_or_when_off():
     controller, output = _controller()
-    controller.on_microphone_frame(QUIET, FRAME_S)
+    controller.on_microphone_frame(*_frame(QUIET))
     controller.state = DuplexState.LISTENING
-    controller.on_microphone_frame(LOUD, FRAME_S)
+    controller.on_microphone_frame(*_frame(LOUD))
     off, off_output = _controller(dbfs=None)
-    off.on_microphone_frame(LOUD, FRAME_S)
+    off.on_microphone_frame(*_frame(LOUD))
     assert output.calls == [] and off_output.calls == []
 
 
@@ -160,7 +185,7 @@ def test_the_vads_release_still_works_when_only_the_level_pauses_early():
     controller, output = _controller(threshold=None)
     controller.on_vad_event(_window(0.9))  # no VAD-triggered pause
     assert output.calls == []
-    controller.on_microphone_frame(LOUD, FRAME_S)
+    controller.on_microphone_frame(*_frame(LOUD))
     time.sleep(0.05)
     for _ in range(EARLY_PAUSE_COLD_WINDOWS):
         controller.on_vad_event(_window(0.1))

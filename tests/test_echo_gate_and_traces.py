@@ -12,7 +12,7 @@ from livekit.agents.voice import io
 
 from agent.observe.traces import TraceWriter, TurnTracer
 from agent.session.barge_in import BargeInOutcome
-from agent.session.echo_gate import EchoGate, EchoGateConfig, frame_rms
+from agent.session.echo_gate import LEVEL_BLOCK_S, EchoGate, EchoGateConfig, block_rms, frame_rms
 from testing.soak_report import trace_problems
 
 
@@ -32,6 +32,19 @@ class _Mic(io.AudioInput):
         return self._frames.pop(0)
 
 
+def test_block_levels_show_an_onset_in_the_frames_last_5_ms_that_the_frames_mean_hides():
+    onset = _frame(0.02)
+    samples = np.frombuffer(onset.data, dtype=np.int16).copy()
+    samples[:240] = 0  # 15 ms of silence, then 5 ms of speech at -34 dBFS
+    late = rtc.AudioFrame(data=samples.tobytes(), sample_rate=16000, num_channels=1, samples_per_channel=320)
+    assert frame_rms(late) < 0.01  # the whole frame's RMS stays under -40 dBFS
+    assert block_rms(late) == pytest.approx([0, 0, 0, 0.02], abs=0.002)
+    # a frame that does not divide into whole blocks keeps its remainder as a last, shorter block
+    odd = rtc.AudioFrame(data=np.full(100, 3277, np.int16).tobytes(), sample_rate=16000, num_channels=1,
+                         samples_per_channel=100)
+    assert block_rms(odd) == pytest.approx([0.1, 0.1], rel=0.01)
+
+
 async def test_echo_is_gated_only_while_the_agent_plays():
     gate = EchoGate(_Mic([_frame(0.02), _frame(0.02), _frame(0.3), _frame(0.02)]), EchoGateConfig(min_ratio=0.1))
     first = await gate.__anext__()
@@ -45,14 +58,16 @@ async def test_echo_is_gated_only_while_the_agent_plays():
 
 
 async def test_the_gate_reports_only_frames_louder_than_the_echo_while_the_agent_plays():
-    heard: list[tuple[float, float]] = []
+    heard: list[tuple[list[float], float]] = []
     frames = [_frame(0.3), _frame(0.02), _frame(0.3)]
     gate = EchoGate(_Mic(frames), EchoGateConfig(min_ratio=0.1), on_voice_over_playback=lambda *a: heard.append(a))
     await gate.__anext__()  # nothing played: a user's turn, not a voice over the agent
     gate.observe_played(_frame(0.5, rate=24000))
     await gate.__anext__()  # echo: gated, not reported
     await gate.__anext__()
-    assert len(heard) == 1 and heard[0][0] == pytest.approx(0.3, rel=0.05) and heard[0][1] == pytest.approx(0.02)
+    levels, block_s = heard[0]
+    assert len(heard) == 1 and block_s == LEVEL_BLOCK_S and len(levels) == 4  # a 20 ms frame: four 5 ms blocks
+    assert levels == pytest.approx([0.3] * 4, rel=0.1)
     off = EchoGate(_Mic([_frame(0.3)]), EchoGateConfig(enabled=False), on_voice_over_playback=lambda *a: heard.append(a))
     off.observe_played(_frame(0.5, rate=24000))
     await off.__anext__()

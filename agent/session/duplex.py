@@ -9,12 +9,12 @@ SPEAKING (reply audible) -> back to LISTENING; INTERRUPTED while a barge-in is b
 
 Barge-in: while THINKING or SPEAKING, the output is silenced SYNCHRONOUSLY (pause: the queue stays,
 nothing more is heard) on whichever comes first: a microphone frame that rises through
-`early_pause_dbfs` and that the echo gate let through (so it is louder than the agent's own echo:
-the user's first 20 ms, before Silero has a whole 32 ms window to judge), or the first VAD window
-whose speech probability reaches `early_pause_threshold` - a window or two before the VAD confirms
-speech. If the VAD's start of speech does not follow (a click, a cough: `EARLY_PAUSE_COLD_WINDOWS`
-windows in a row that are quiet by both measures, or `EARLY_PAUSE_MAX_S`), the reply plays on from
-where it paused. On the VAD's start of speech the barge-in is recorded, and then:
+`early_pause_dbfs` in any 5 ms of it and that the echo gate let through (so it is louder than the
+agent's own echo: the user's first 20 ms, before Silero has a whole 32 ms window to judge), or the
+first VAD window whose speech probability reaches `early_pause_threshold` - a window or two before
+the VAD confirms speech. If the VAD's start of speech does not follow (a click, a cough:
+`EARLY_PAUSE_COLD_WINDOWS` windows in a row that are quiet by both measures, or `EARLY_PAUSE_MAX_S`),
+the reply plays on from where it paused. On the VAD's start of speech the barge-in is recorded, and then:
 - min_speech_s == 0: it cuts at once - clears the output queue, cancels the engine streams, and
   interrupts the session (which cancels the LLM request and the TTS task);
 - min_speech_s > 0 (backchannel tolerance): the controller cuts once the VAD has heard that much
@@ -31,7 +31,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -65,6 +65,9 @@ class DuplexState(enum.Enum):
 # this burst will not become speech - or after EARLY_PAUSE_MAX_S in any case.
 EARLY_PAUSE_COLD_WINDOWS = 2
 EARLY_PAUSE_MAX_S = 0.3
+# a loud microphone frame is a rise when no loud one came within this many frames before it (1: the
+# frame before; the half absorbs frames that arrive unevenly)
+RISE_GAP_FRAMES = 1.5
 SILERO_ACTIVATION = 0.5  # the speech probability at which Silero itself starts counting speech
 
 
@@ -76,9 +79,10 @@ class DuplexConfig:
     # (below the VAD's own 0.5: Silero's smoothed probability is still rising through the first
     # window of a word); None: silence it only at the VAD's start of speech (a window or two later)
     early_pause_threshold: float | None = 0.3
-    # level (dBFS, a 20 ms frame's RMS) of a microphone frame, louder than the agent's echo, that
-    # silences the agent at once: -40 dBFS is ~20 dB under conversational speech at a microphone and
-    # above a quiet room after the browser's noise suppression; None: only the VAD pauses early
+    # level (dBFS, the RMS of any 5 ms of a microphone frame: echo_gate.LEVEL_BLOCK_S) of a frame
+    # louder than the agent's echo that silences the agent at once: -40 dBFS is ~20 dB under
+    # conversational speech at a microphone and above a quiet room after the browser's noise
+    # suppression; None: only the VAD pauses early
     early_pause_dbfs: float | None = -40.0
 
     def __post_init__(self) -> None:
@@ -139,8 +143,8 @@ class DuplexController:
         self.early_pauses = 0
         self.early_pauses_by_level = 0  # of early_pauses, set off by a loud microphone frame
         self.early_pauses_released = 0  # not followed by speech: the reply played on
-        self._loud_at = float("-inf")  # the last microphone frame over early_pause_dbfs (monotonic)
-        self._was_loud = False  # the frame before was over it too (a pause takes a rise, not a level)
+        # the last microphone frame over early_pause_dbfs (monotonic); a pause takes a rise, not a level
+        self._loud_at = float("-inf")
 
     @property
     def policy(self) -> BargeInPolicy:
@@ -181,21 +185,25 @@ class DuplexController:
         elif ev.new_state == "listening" and self.pending is not None and self.pending.outcome is BargeInOutcome.PENDING:
             self._false_interruption()
 
-    def on_microphone_frame(self, rms: float, duration_s: float) -> None:
+    def on_microphone_frame(self, block_levels: Sequence[float], block_s: float) -> None:
         """A microphone frame the echo gate let through while the agent's audio plays (so it is not
-        the agent's echo): the level-triggered early pause."""
+        the agent's echo), as the RMS of each `block_s` of it: the level-triggered early pause."""
         floor = self.config.early_pause_rms
         if floor is None:
             return
-        loud, rose = rms >= floor, rms >= floor and not self._was_loud
-        self._was_loud = loud
-        if not loud:
+        first_loud = next((i for i, level in enumerate(block_levels) if level >= floor), None)
+        if first_loud is None:
             return
         now = time.monotonic()
+        # the echo gate reports only the frames it lets through while the agent plays, so the frame
+        # before a rise may never reach here (gated as echo, or heard while nothing played): a rise is
+        # known by the gap since the last loud frame, not by a quiet frame reported in between
+        rose = now - self._loud_at > RISE_GAP_FRAMES * len(block_levels) * block_s
         self._loud_at = now
         if rose and self.early is None:
-            # the frame ends now: the speech began within it
-            self._pause_early(now, speech_by=now - duration_s / 2, cause="level")
+            # the frame ends now: the speech began within its first loud block
+            blocks_from_the_end = len(block_levels) - first_loud
+            self._pause_early(now, speech_by=now - (blocks_from_the_end - 0.5) * block_s, cause="level")
 
     def _pause_early(self, now: float, speech_by: float, cause: str) -> None:
         if self.pending is not None or self.state not in (DuplexState.THINKING, DuplexState.SPEAKING):

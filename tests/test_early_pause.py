@@ -161,8 +161,8 @@ def test_a_click_lets_the_reply_play_on_and_a_steady_level_pauses_only_once():
 
 
 def test_a_rise_is_known_by_the_gap_before_it_not_by_a_quiet_frame_reported_in_between():
-    # what the echo gate reports is only loud frames over the playback: the previous barge-in's last loud
-    # frame must not hide the next one's first (the frames between them were gated or came with no playback)
+    # the echo gate reports only the frames it lets through while the agent plays: the previous barge-in's
+    # last loud frame must not hide the next one's first (the frames between were gated or came with no playback)
     controller, output = _controller()
     controller.on_microphone_frame(*_frame(LOUD))
     controller._release_early("test: that barge-in is over")

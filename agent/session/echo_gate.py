@@ -33,8 +33,8 @@ from livekit.agents.voice import io
 
 ACTIVE_S = 0.05  # the agent is playing now: its last frame was handed over this recently
 # the resolution of the levels reported for a frame let through: a soft onset ("th", "h") that starts
-# late in a 20 ms frame or rises through it crosses a level in one 5 ms block a frame or more before
-# the whole frame's mean does (measured on the bench's espeak onsets: up to 35 ms sooner)
+# late in a 20 ms frame or rises through it crosses a level in one 5 ms block before the whole
+# frame's mean does (the bench's soft onsets paused 5-10 ms sooner: docs/benchmarks.md, 2026-12-06)
 LEVEL_BLOCK_S = 0.005
 
 

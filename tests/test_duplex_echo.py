@@ -89,6 +89,9 @@ async def test_user_talking_over_the_echoing_agent_still_cuts_it(vad, user_clips
             await conv.wait_for(lambda: conv.pipeline.controller.history, 10, "the barge-in")
             barge = conv.pipeline.controller.history[0]
             assert barge.outcome is BargeInOutcome.CUT and barge.paused_at is not None
+            # the cut turn's record is written when what was spoken of its reply reaches the chat history,
+            # a moment after the cut (agent/observe/traces.py: TurnTracer.agent_message)
+            await conv.wait_for(lambda: conv.turns, 10, "the interrupted turn's trace record")
             assert conv.turns[0]["interrupted"] is True
     finally:
         await omni.stop()

@@ -14,6 +14,8 @@ from typing import Any
 
 from agent.observe.trace_stats import stage_stats
 
+from .host_cpu import cpu_share, cpu_ticks
+
 BARGE_IN_STAGES = ("agent_onset", "paused", "vad_detected", "cut", "agent_silent", "played_silent", "heard_silent")
 TURN_STAGES = ("agent_end", "end_of_speech", "stt_done", "committed", "llm_first_token", "tts_first_audio", "published",
                "played", "heard")
@@ -95,11 +97,13 @@ def turn_budget(event: dict[str, Any], rec: dict[str, Any]) -> dict[str, float |
 
 
 def analyse(spoken: list[dict[str, Any]], records: list[dict[str, Any]], heard_at: list[float],
-            played_at: list[float] | None = None) -> dict[str, Any]:
-    """`heard_at`: when agent audio reached the listener; `played_at` (the page only): when each agent
-    packet left the jitter buffer for playout, before the browser's audio rendering."""
+            played_at: list[float] | None = None, played_ends: bool = True) -> dict[str, Any]:
+    """`heard_at`: when agent audio reached the listener; `played_at` (the page only): when each voiced
+    agent packet left the jitter buffer for playout, before the browser's audio rendering - or, where
+    not `played_ends`, only the first packet of each reply (a cut reply's end is then not measured)."""
     onsets = [s["onset"] for s in spoken]
-    barge_ins = [barge_in_event(s, records, heard_at, played_at) for s in spoken if s["barging"]]
+    barge_ins = [barge_in_event(s, records, heard_at, played_at if played_ends else None)
+                 for s in spoken if s["barging"]]
     turns = [turn_event(s, onsets[k + 1] if k + 1 < len(onsets) else None, records, heard_at, played_at)
              for k, s in enumerate(spoken)]
     counted = [b for b in barge_ins if b["agent_was_audible"]]  # one that came after the reply ended cut nothing
@@ -125,6 +129,11 @@ def summary(result: dict[str, Any], mode: str) -> str:
     lines += [row(s, st) for s, st in result["turn_stages_ms"].items()]
     lines.append(f"  {'turn, ms spent on':32s}")
     lines += [row(s, st) for s, st in result["turn_budget_ms"].items()]
+    if page := result.get("page"):
+        lines.append(f"  the page's playout stamps told by: {page.get('played_by')}")
+    if cpu := result.get("host_cpu"):
+        lines.append(f"  the host's CPUs over the run: {cpu['busy_pct']}% busy, {cpu['steal_pct']}% stolen by "
+                     "the hypervisor (a quiet run has next to none)")
     if buffer := result.get("listener_receive_buffer"):
         lines.append(f"  the listener's jitter buffer over the call: mean {buffer['mean_ms']:.1f} ms, target "
                      f"{buffer['target_ms']:.1f}, minimum {buffer['minimum_ms']:.1f} (WebRTC inbound-rtp stats)")
@@ -133,7 +142,14 @@ def summary(result: dict[str, Any], mode: str) -> str:
 
 async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """One call of 2N+1 turns that talks over every other reply (the options of scripts/bench_duplex.py),
-    through the soak's client or (--browser) the page in Chromium; its analysis."""
+    through the soak's client or (--browser) the page in Chromium; its analysis, and how busy the
+    host's CPUs were meanwhile (the agent, the listener and everything else on the box)."""
+    before = cpu_ticks()
+    result = await _run_call(args)
+    return {**result, "host_cpu": cpu_share(before, cpu_ticks())}
+
+
+async def _run_call(args: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
 
     from .soak import Soak, call, get_token, make_client
@@ -145,8 +161,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             from .browser_call import browser_call
             heard = await browser_call(args.base, utterances, Path(tmp))
             failures = [f"the page showed: {e}" for e in heard["errors"]]
-            return {"mode": heard["mode"], "client": "chromium", "failures": failures, "page": heard["page"],
-                    **analyse(heard["spoken"], heard["records"], heard["heard_at"], heard["played_at"])}
+            result = analyse(heard["spoken"], heard["records"], heard["heard_at"], heard["played_at"],
+                             played_ends=not heard["reply_starts_only"])
+            return {"mode": heard["mode"], "client": "chromium", "failures": failures, "page": heard["page"], **result}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
                                      timeout=aiohttp.ClientTimeout(total=30)) as http:
         grant = await get_token(http, args.base.rstrip("/"), f"bench-duplex-{os.getpid()}")

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from aiohttp import ClientSession, web
 
+from testing.browser_call import FULL_PACKET_BYTES, voiced_packets
 from testing.duplex_bench import analyse, summary
 from testing.event_log import EventLog, Said
+from testing.host_cpu import cpu_share, cpu_ticks
 from testing.livekit_client import MIC_FRAME, LiveKitClient, metric_value, metrics_leak_check
 from testing.plots import duplex_timeline
 from testing.soak import Soak
@@ -198,6 +200,54 @@ def test_bench_duplex_lines_up_the_agents_stamps_with_what_the_client_said_and_h
     assert result["barge_in_stages_ms"]["heard_silent"]["n"] == 1 and result["turns_counted"] == 2
     duplex_timeline(result, tmp_path / "timeline.png", "test")
     assert (tmp_path / "timeline.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_playout_stamps_are_told_by_the_audio_level_header_else_by_where_a_run_of_full_packets_starts():
+    """The page's [t, level, bytes] per packet at playout. Direct mode's packets carry the audio-level
+    header: every voiced packet counts. LiveKit's SFU drops it, and the page reads sizes: silence is
+    Opus DTX (2-byte frames, a 56-byte refresh every 400 ms), a reply a run of full-size packets, and
+    silence right after a reply is full-size too - so only where each reply starts is told."""
+    direct = [[1.00, 0.0, None], [1.02, 0.2, None], [1.04, 0.3, None], [1.06, 0.0, None]]
+    assert voiced_packets(direct) == {"played_at": [1.02, 1.04], "played_by": "audio level",
+                                      "reply_starts_only": False}
+    full = FULL_PACKET_BYTES + 90
+    dtx = [[0.0, None, 2], [0.4, None, 56], [0.42, None, 2], [0.82, None, 56], [0.84, None, 2]]
+    reply = [[1.0 + 0.02 * k, None, full] for k in range(20)]  # then the encoder's full-size silence
+    second = [[2.0, None, 56], [2.02, None, 2], [2.5, None, full], [2.52, None, full], [2.54, None, full]]
+    told = voiced_packets(dtx + reply + second)
+    assert told == {"played_at": [1.0, 2.5], "played_by": "payload size", "reply_starts_only": True}
+    # a reply right after a DTX refresh (400 ms after the DTX frame before it) starts after the refresh
+    after_refresh = [[0.0, None, 2], [0.4, None, 56], [0.42, None, full], [0.44, None, full], [0.46, None, full]]
+    assert voiced_packets(after_refresh)["played_at"] == [0.42]
+    # two full packets are not yet a run (a refresh and a frame of noise); a gap breaks a run
+    assert voiced_packets([[0.0, None, full], [0.02, None, full], [0.2, None, full], [0.3, None, full],
+                           [0.4, None, full]])["played_at"] == []
+    assert voiced_packets([])["played_by"] is None
+
+
+def test_where_only_reply_starts_are_told_a_cut_replys_playout_end_is_not_guessed():
+    spoken = [{"turn": 1, "text": "a", "barging": False, "onset": 10.0, "speech_end": 11.0, "sent_until": 11.3},
+              {"turn": 2, "text": "b", "barging": True, "onset": 12.0, "speech_end": 13.0, "sent_until": 13.3}]
+    records = [{"turn_id": 1, "interrupted": True,
+                "clock": {"vad_end": 11.4, "stt_done": 11.5, "llm_started": 11.5, "published": 11.6,
+                          "barge_in_onset": 12.05}}]
+    heard = [11.7 + 0.02 * k for k in range(20)]
+    starts = analyse(spoken, records, heard, played_at=[11.66], played_ends=False)
+    assert starts["turns"][0]["played"] == 660.0 and starts["barge_ins"][0]["played_silent"] is None
+    every = analyse(spoken, records, heard, played_at=[11.66, 12.06], played_ends=True)
+    assert every["barge_ins"][0]["played_silent"] == 60.0
+
+
+def test_the_bench_reports_how_busy_the_hosts_cpus_were_and_how_much_the_hypervisor_stole(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 50 0 25 400 5 0 0 20 0 0\n")
+    before = cpu_ticks(stat)
+    stat.write_text("cpu  160 0 70 900 10 0 0 60 0 0\n")  # +60 user +20 system +100 idle +20 steal
+    assert cpu_share(before, cpu_ticks(stat)) == {"busy_pct": 40.0, "steal_pct": 10.0}
+    assert cpu_ticks(tmp_path / "missing") is None and cpu_share(None, before) is None
+    assert cpu_share(before, before) is None  # no time passed: no share to tell
+    assert "20.0% stolen" in summary({**analyse([], [], []), "host_cpu": {"busy_pct": 50.0, "steal_pct": 20.0}},
+                                     "direct")
 
 
 class SplittingAgent(EventLog):

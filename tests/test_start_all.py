@@ -127,6 +127,10 @@ def assert_bench_duplex(env: dict[str, str], page: str, report_path: Path, barge
     for t in heard:
         assert t["end_of_speech"] is not None and t["end_of_speech"] <= t["committed"] <= t["published"] <= t["heard"], t
         assert t["endpointing_wait"] >= t["end_of_speech"] and t["model_time"] > 0, t
+    if "--browser" in extra:  # the page's playout stamps: each reply's first packet, after it left the agent
+        assert report["page"]["played_by"] == ("audio level" if report["mode"] == "direct" else "payload size")
+        played = [t for t in heard if t["played"] is not None]
+        assert len(played) >= len(heard) - 1 and all(t["published"] < t["played"] for t in played), report["turns"]
     assert report_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -338,6 +342,8 @@ def test_external_livekit_deployment_soaks_10_turns_as_a_room_participant(run_en
     report = soak(run_env, page, tmp_path / "soak.json", timeout=400)
     assert report["mode"] == "livekit" and report["leaks"]["metrics"]["active_sessions"] == 0
     assert report["latency"]["stages"]["client_barge_in_to_silence_ms"]["n"] >= 1  # heard at the participant
+    # the page in LiveKit mode: its playout stamps are told by payload size (the SFU drops the level header)
+    assert_bench_duplex(run_env, page, tmp_path / "bench_duplex_browser.json", 2, "--browser")
     assert_stopped(run_env, pids)
 
 

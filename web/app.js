@@ -10,8 +10,10 @@ const S = (window.S = { conn: "idle", mode: null, errors: [], transcripts: [], t
                         // what this page hears, on the host's wall clock in ms (performance.timeOrigin +
                         // now()): [t, rms] every ~5 ms of the microphone and of the agent's audio, for
                         // measuring latency where the person is (scripts/bench_duplex.py --browser)
-                        // played: [t, level] of each agent packet as the receiver hands it to playout
-                        // (the RTP audio-level header, getSynchronizationSources), without the WebAudio path
+                        // played: [t, level, bytes] of each agent packet as the receiver hands it to
+                        // playout (getSynchronizationSources), without the WebAudio path: level from the RTP
+                        // audio-level header (null where it is missing: LiveKit's SFU drops it), bytes
+                        // its payload size (LiveKit mode with ?measure=playout only, else null)
                         levels: { mic: [], agent: [], played: [] }, heard: { v2v: null, stop: null },
                         jitterBufferMs: null });
 let call = null; // {close()} of the live call
@@ -153,15 +155,18 @@ function lowLatency(receiver) {
   if ("jitterBufferTarget" in receiver) {
     try { receiver.jitterBufferTarget = JITTER_TARGET_MS; } catch (e) { /* not supported: the default stays */ }
   }
-  // each packet as it leaves the jitter buffer for playout, with its level
+  const sizes = payloadSizes(receiver);
+  // each packet as it leaves the jitter buffer for playout, with its level and size where known
   let lastPlayed = 0;
   const playout = setInterval(() => {
     for (const s of receiver.getSynchronizationSources()) {
-      if (s.timestamp > lastPlayed && s.audioLevel !== undefined) {
-        lastPlayed = s.timestamp;
-        S.levels.played.push([s.timestamp, s.audioLevel]);
-        if (S.levels.played.length > LEVELS_KEPT) S.levels.played.splice(0, S.levels.played.length - LEVELS_KEPT);
-      }
+      if (s.timestamp <= lastPlayed) continue;
+      const level = s.audioLevel === undefined ? null : s.audioLevel;
+      const bytes = sizes.bytes(s.rtpTimestamp);
+      if (level === null && bytes === null) continue;
+      lastPlayed = s.timestamp;
+      S.levels.played.push([s.timestamp, level, bytes]);
+      if (S.levels.played.length > LEVELS_KEPT) S.levels.played.splice(0, S.levels.played.length - LEVELS_KEPT);
     }
   }, LEVEL_MS);
   // what the jitter buffer really holds (the browser's own stats, averaged over the last 2 s)
@@ -178,6 +183,58 @@ function lowLatency(receiver) {
     });
   }, 2000);
   return () => { clearInterval(timer); clearInterval(playout); };
+}
+
+// Payload size of each received packet by RTP timestamp, from web/playout_probe.js, in LiveKit mode
+// (whose SFU drops the audio-level header) and only when the page is opened with ?measure=playout
+// (scripts/bench_duplex.py --browser does): the transform puts a worker on the audio's path, and
+// Chromium runs it only on a receiver that sends nothing (webrtc-encoded-transform issue 314), so the
+// room is joined with two peer connections (livekit-client's default is one); for everyone else
+// bytes() is null.
+const MEASURE_PLAYOUT = new URLSearchParams(location.search).get("measure") === "playout";
+const SIZES_KEPT = 1000;  // 20 s of 20 ms packets: far more than the jitter buffer ever holds
+const probes = new WeakMap();  // receiver -> its sizes
+const probeWorkers = new Set();  // every probe's worker, ended with the call
+const NO_SIZES = { bytes: () => null };
+function payloadSizes(receiver) { return probes.get(receiver) || NO_SIZES; }
+
+// Chromium passes a receiver's frames around a transform set after the "track" event that made the
+// receiver, and livekit-client announces a track later: so every peer connection made from here on
+// gets its audio receivers probed in that event.
+let probing = false;
+function probeNewPeerConnections() {
+  if (probing || !("RTCRtpScriptTransform" in window)) return;
+  probing = true;
+  window.RTCPeerConnection = new Proxy(window.RTCPeerConnection, {
+    construct(target, args) {
+      const pc = Reflect.construct(target, args);
+      pc.addEventListener("track", (e) => { if (e.track.kind === "audio") probe(e.receiver); });
+      return pc;
+    },
+  });
+}
+function probe(receiver) {
+  const byTimestamp = new Map();
+  let worker;
+  try {
+    worker = new Worker("playout_probe.js");
+    receiver.transform = new RTCRtpScriptTransform(worker, {});
+  } catch (e) {
+    S.errors.push("playout probe unavailable: " + e.message);
+    if (worker) worker.terminate();
+    return;
+  }
+  worker.onmessage = (m) => {
+    const [rtpTimestamp, bytes] = m.data;
+    byTimestamp.set(rtpTimestamp, bytes);
+    if (byTimestamp.size > SIZES_KEPT) byTimestamp.delete(byTimestamp.keys().next().value);
+  };
+  probeWorkers.add(worker);
+  probes.set(receiver, { bytes: (rtpTimestamp) => (byTimestamp.has(rtpTimestamp) ? byTimestamp.get(rtpTimestamp) : null) });
+}
+function stopProbes() {
+  probeWorkers.forEach((worker) => worker.terminate());
+  probeWorkers.clear();
 }
 
 function playAgent(stream) {
@@ -238,7 +295,8 @@ async function connectDirect(tok, mic) {
 
 async function connectLiveKit(tok, mic) {
   const LK = window.LivekitClient;
-  const room = new LK.Room();
+  if (MEASURE_PLAYOUT) probeNewPeerConnections();
+  const room = new LK.Room(MEASURE_PLAYOUT ? { singlePeerConnection: false } : {});
   const stops = [];
   room.on(LK.RoomEvent.TrackSubscribed, (track) => {
     if (track.kind !== "audio") return;
@@ -258,7 +316,7 @@ async function connectLiveKit(tok, mic) {
   // MediaStreamTrack is published as "Unknown" unless it is named here
   await room.localParticipant.publishTrack(mic.getAudioTracks()[0], { source: LK.Track.Source.Microphone });
   setStatus("connected");
-  return { close() { stops.forEach((stop) => stop()); room.disconnect(); } };
+  return { close() { stops.forEach((stop) => stop()); room.disconnect(); stopProbes(); } };
 }
 
 async function connect() {

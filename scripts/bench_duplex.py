@@ -37,9 +37,9 @@ clocks are one only on one host. Numbers cover the network stack and the client'
 (testing/browser_call.py): its own microphone and its WebAudio graph after Chromium's jitter buffer
 are the two timelines, each utterance at a planned moment instead of in reaction to the agent; and
 each agent packet as Chromium hands it to playout (played, played_silent), told voiced by its RTP
-audio-level header in direct mode and by its payload size in LiveKit mode (the SFU drops the header;
-the page opened with ?measure=playout reads sizes through a pass-through encoded transform). In
-direct mode, where both exist, the report checks the size-told stamps against the header-told ones.
+audio-level header in direct mode. In LiveKit mode the SFU drops the header: the page, opened with
+?measure=playout, reads payload sizes through a pass-through encoded transform, which tell where each
+reply starts (played) but not where a cut reply stops (played_silent is left unmeasured there).
 """
 
 from __future__ import annotations

@@ -94,10 +94,10 @@ def voiced_packets(played: list[list[Any]]) -> dict[str, Any]:
     sized = [(t, size) for t, _, size in played if size is not None]
     starts, run = [], 0
     for k, (t, size) in enumerate(sized):
-        before_t, before_size = sized[k - 1] if k else (None, None)
-        refresh = (before_t is not None and before_size is not None and before_size <= FULL_PACKET_BYTES
-                   and abs(t - before_t - DTX_REFRESH_S) <= DTX_REFRESH_TOLERANCE_S)
-        joined = run > 0 and before_t is not None and t - before_t <= RUN_GAP_S
+        gap = t - sized[k - 1][0] if k else None  # a run (run > 0) has a packet before it
+        refresh = (gap is not None and sized[k - 1][1] <= FULL_PACKET_BYTES
+                   and abs(gap - DTX_REFRESH_S) <= DTX_REFRESH_TOLERANCE_S)
+        joined = run > 0 and gap is not None and gap <= RUN_GAP_S
         run = (run + 1 if joined else 1) if size > FULL_PACKET_BYTES and not refresh else 0
         if run == RUN_PACKETS:
             starts.append(sized[k - RUN_PACKETS + 1][0])

@@ -30,6 +30,11 @@ Per turn, ms after our true end of speech (the last loud sample we sent):
 and per turn: endpointing_wait (end_of_speech + committed - stt_done: deciding the turn was over),
 model_time (STT + LLM first token + TTS first audio, from the trace) and what the listener waited
 beyond both (heard - endpointing_wait - model_time: queues, transports, the wire).
+With --calls K the barge-ins are spread over K calls made one after another, and every stage is
+pooled over all of them; the report also gives each call's wait from the first frame published to the
+reply at the listener. That wait is set largely when a call connects (the phases of the room source's
+10 ms tick, the 20 ms Opus packets and the receiver's jitter buffer and 10 ms pull), so one call is one
+sample of it: several calls give the fairer p95.
 Writes p50/p95/max of each (JSON) and a plot of every event's timeline (PNG); the calls and the
 analysis are testing/duplex_bench.py's, the plot testing/plots.py's. Loopback only: the
 clocks are one only on one host. Numbers cover the network stack and the client's receive path
@@ -57,6 +62,8 @@ from testing.soak_report import fill_endpoints, write_report
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--barge-ins", type=int, default=20, help="barge-ins to make (2N+1 turns; default 20)")
+    ap.add_argument("--calls", type=int, default=1,
+                    help="spread the barge-ins over this many calls, one after another, and pool them (default 1)")
     ap.add_argument("--json", metavar="OUT", required=True, help="write the JSON report here")
     ap.add_argument("--png", metavar="OUT", help="timeline plot (default: the JSON path with .png)")
     ap.add_argument("--browser", action="store_true",
@@ -65,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.barge_ins < 1:
         ap.error("--barge-ins must be >= 1")
+    if not 1 <= args.calls <= args.barge_ins:
+        ap.error("--calls must be between 1 and --barge-ins (every call makes at least one barge-in)")
     fill_endpoints(args)
     report = asyncio.run(run_bench(args))
     title = f"bench_duplex, {report['mode']} mode, {report['client']}"

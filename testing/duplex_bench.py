@@ -106,6 +106,11 @@ def analyse(spoken: list[dict[str, Any]], records: list[dict[str, Any]], heard_a
                  for s in spoken if s["barging"]]
     turns = [turn_event(s, onsets[k + 1] if k + 1 < len(onsets) else None, records, heard_at, played_at)
              for k, s in enumerate(spoken)]
+    return stats_of(barge_ins, turns)
+
+
+def stats_of(barge_ins: list[dict[str, Any]], turns: list[dict[str, Any]]) -> dict[str, Any]:
+    """p50/p95/max of every stage over these events (one call's, or several calls' pooled)."""
     counted = [b for b in barge_ins if b["agent_was_audible"]]  # one that came after the reply ended cut nothing
     return {
         "barge_ins": barge_ins, "turns": turns,
@@ -114,6 +119,32 @@ def analyse(spoken: list[dict[str, Any]], records: list[dict[str, Any]], heard_a
         "turn_budget_ms": {s: stage_stats([t[s] for t in turns if t[s] is not None]) for s in TURN_BUDGET},
         "barge_ins_counted": len(counted), "turns_counted": sum(t["heard"] is not None for t in turns),
     }
+
+
+def listener_path(turns: list[dict[str, Any]], to: str = "heard") -> dict[str, Any]:
+    """A call's first-frame-published -> reply-at-the-listener wait, over its turns: the transport and
+    the listener's receive path. Its framing phases (the room source's tick, the Opus packet, the
+    receiver's jitter buffer and pull) are set when a call connects, so this moves as a whole from one
+    call to the next - which is why the pooled figures of several calls are the fairer ones."""
+    return stage_stats([t[to] - t["published"] for t in turns if t[to] is not None and t["published"] is not None])
+
+
+def pool_calls(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several calls' results as one report: every stage pooled over all their events, and per call
+    what sets its level (its listener path, its jitter buffer) and what went wrong in it."""
+    first = calls[0]
+    pooled = stats_of([b for c in calls for b in c["barge_ins"]], [t for c in calls for t in c["turns"]])
+    failures = [f"call {k + 1}: {f}" if len(calls) > 1 else f for k, c in enumerate(calls) for f in c["failures"]]
+    per_call = [{"call": k + 1, "barge_ins_counted": c["barge_ins_counted"], "turns_counted": c["turns_counted"],
+                 "published_to_heard_ms": listener_path(c["turns"]),
+                 "published_to_played_ms": listener_path(c["turns"], "played"),
+                 "listener_receive_buffer": c.get("listener_receive_buffer"), "page": c.get("page")}
+                for k, c in enumerate(calls)]
+    report = {"mode": first["mode"], "client": first["client"], "failures": failures, **pooled, "calls": per_call}
+    for key in ("page", "listener_receive_buffer"):  # the last call's, as a single call reports it
+        if calls[-1].get(key) is not None:
+            report[key] = calls[-1][key]
+    return report
 
 
 def summary(result: dict[str, Any], mode: str) -> str:
@@ -134,29 +165,54 @@ def summary(result: dict[str, Any], mode: str) -> str:
     if cpu := result.get("host_cpu"):
         lines.append(f"  the host's CPUs over the run: {cpu['busy_pct']}% busy, {cpu['steal_pct']}% stolen by "
                      "the hypervisor (a quiet run has next to none)")
-    if buffer := result.get("listener_receive_buffer"):
+    calls = result.get("calls") or []
+    if len(calls) > 1:
+        lines.append(f"  {len(calls)} calls pooled; per call, first frame published -> reply at the listener, p50 ms "
+                     "(the transport's framing phases, set as each call connects):")
+        for c in calls:
+            heard, played = c["published_to_heard_ms"]["p50"], c["published_to_played_ms"]["p50"]
+            buffer = (c.get("listener_receive_buffer") or {}).get("mean_ms") or (c.get("page") or {}).get("jitter_buffer_ms")
+            lines.append(f"    call {c['call']}: heard {_cell(heard)}" + (f", played {_cell(played)}" if played is not None else "")
+                         + (f", jitter buffer mean {buffer:.1f}" if buffer is not None else ""))
+    if len(calls) <= 1 and (buffer := result.get("listener_receive_buffer")):
         lines.append(f"  the listener's jitter buffer over the call: mean {buffer['mean_ms']:.1f} ms, target "
                      f"{buffer['target_ms']:.1f}, minimum {buffer['minimum_ms']:.1f} (WebRTC inbound-rtp stats)")
     return "\n".join(lines) + "\n"
 
 
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def barge_ins_per_call(barge_ins: int, calls: int) -> list[int]:
+    """N barge-ins spread over the calls as evenly as they go (the first calls take the remainder)."""
+    return [barge_ins // calls + (k < barge_ins % calls) for k in range(calls)]
+
+
 async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    """One call of 2N+1 turns that talks over every other reply (the options of scripts/bench_duplex.py),
-    through the soak's client or (--browser) the page in Chromium; its analysis, and how busy the
-    host's CPUs were meanwhile (the agent, the listener and everything else on the box)."""
+    """`args.calls` calls, one after another, that together make `args.barge_ins` barge-ins, each call
+    2n+1 turns talking over every other reply (the options of scripts/bench_duplex.py), through the
+    soak's client or (--browser) the page in Chromium; the pooled analysis, and how busy the host's
+    CPUs were meanwhile (the agent, the listener and everything else on the box)."""
     before = cpu_ticks()
-    result = await _run_call(args)
-    return {**result, "host_cpu": cpu_share(before, cpu_ticks())}
+    shares = barge_ins_per_call(args.barge_ins, args.calls)
+    calls = []
+    for k, barge_ins in enumerate(shares):
+        if len(shares) > 1:
+            print(f"[bench_duplex] call {k + 1}/{len(shares)}: {barge_ins} barge-ins, {2 * barge_ins + 1} turns",
+                  flush=True)
+        calls.append(await _run_call(args, barge_ins, args.seed + k))
+    return {**pool_calls(calls), "host_cpu": cpu_share(before, cpu_ticks())}
 
 
-async def _run_call(args: argparse.Namespace) -> dict[str, Any]:
+async def _run_call(args: argparse.Namespace, barge_ins: int, seed: int) -> dict[str, Any]:
     import aiohttp
 
     from .soak import Soak, call, get_token, make_client
     from .utterances import make_utterances
 
     with tempfile.TemporaryDirectory(prefix="bench-duplex-") as tmp:
-        utterances = make_utterances(2 * args.barge_ins + 1, Path(tmp))
+        utterances = make_utterances(2 * barge_ins + 1, Path(tmp))
         if args.browser:
             from .browser_call import browser_call
             heard = await browser_call(args.base, utterances, Path(tmp))
@@ -168,7 +224,7 @@ async def _run_call(args: argparse.Namespace) -> dict[str, Any]:
                                      timeout=aiohttp.ClientTimeout(total=30)) as http:
         grant = await get_token(http, args.base.rstrip("/"), f"bench-duplex-{os.getpid()}")
         client = make_client(grant.get("mode"), args.metrics_url)
-        soak = Soak(client, utterances, args.turn_timeout, args.max_reply, args.seed, barge_in_every=2)
+        soak = Soak(client, utterances, args.turn_timeout, args.max_reply, seed, barge_in_every=2)
         await call(http, client, grant, soak, asyncio.Lock())
     if soak.failures:
         print("bench_duplex: the conversation had problems:\n  " + "\n  ".join(soak.failures), file=sys.stderr)

@@ -407,17 +407,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         OMNI_BASE_URL=http://127.0.0.1:8091/v1 scripts/start_all.sh start
 
     It transcribes every utterance as the next of a few fixed sentences and answers each with --reply,
-    at once (zero model time: what is left is the rest of the system)."""
+    at once (zero model time: what is left is the rest of the system); --token-interval-ms streams the
+    transcript's and the reply's words that far apart instead, as a model decodes them."""
     import argparse
     import itertools
 
     ap = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=8091)
     ap.add_argument("--reply", default="Sure thing.", help="the LLM's answer to every turn")
+    ap.add_argument("--token-interval-ms", type=float, default=0.0,
+                    help="pause between the streamed words of a transcript or a reply (0: all at once)")
     args = ap.parse_args(argv)
     sentences = itertools.cycle(("Tell me about the weather today.", "What time is it in Paris?",
                                  "Can you help me cook dinner?"))
-    fake = FakeOmni(transcripts=lambda _wav: next(sentences), reply=lambda _messages: args.reply)
+    fake = FakeOmni(transcripts=lambda _wav: next(sentences), reply=lambda _messages: args.reply,
+                    llm_token_interval_s=args.token_interval_ms / 1000)
 
     async def serve() -> None:
         print(f"fake Omni at {await fake.start(args.port)}", flush=True)

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from testing.browser_call import FULL_PACKET_BYTES, voiced_packets
-from testing.duplex_bench import analyse, summary
+from testing.duplex_bench import analyse, barge_ins_per_call, pool_calls, summary
 from testing.event_log import EventLog, Said
 from testing.host_cpu import cpu_share, cpu_ticks
 from testing.livekit_client import MIC_FRAME, LiveKitClient, metric_value, metrics_leak_check
@@ -305,3 +305,40 @@ def test_bench_summary_names_the_listeners_jitter_buffer_only_where_the_client_r
     with_buffer = summary({**empty, "listener_receive_buffer": buffer}, "livekit mode")
     assert "jitter buffer over the call: mean 29.8 ms, target 20.1, minimum 20.1" in with_buffer
     assert "jitter buffer" not in summary({**empty, "listener_receive_buffer": None}, "direct mode")
+
+
+def _one_turn_call(published: float, heard: float, buffer_ms: float, failures: list[str]) -> dict:
+    """A call's analysis with one turn heard `heard - published` s after its first frame was published."""
+    spoken = [{"turn": 1, "text": "a", "barging": False, "onset": 10.0, "speech_end": 11.0, "sent_until": 11.3}]
+    records = [{"turn_id": 1, "interrupted": False, "stt_ms": 10.0, "llm_ttft_ms": 10.0, "tts_ttfa_ms": 10.0,
+                "clock": {"speech_end": 11.0, "vad_end": 11.3, "stt_done": 11.35, "llm_started": 11.35,
+                          "llm_first_token": 11.36, "tts_first_audio": 11.38, "published": published}}]
+    return {"mode": "livekit", "client": "LiveKitClient", "failures": failures,
+            "listener_receive_buffer": {"mean_ms": buffer_ms, "target_ms": 20.1, "minimum_ms": 20.1},
+            **analyse(spoken, records, [heard])}
+
+
+def test_several_calls_are_pooled_and_each_calls_listener_path_is_reported():
+    """The transport's framing phases are set per call, so the bench pools calls: every stage over all
+    their events, each call's published -> heard wait on its own, failures named by call."""
+    calls = [_one_turn_call(11.40, 11.435, 20.0, []), _one_turn_call(11.40, 11.455, 30.0, ["a reply was lost"])]
+    report = pool_calls(calls)
+    assert report["turns_counted"] == 2 and report["turn_stages_ms"]["heard"]["n"] == 2
+    assert report["turn_stages_ms"]["heard"]["max"] == 455.0
+    assert [c["published_to_heard_ms"]["p50"] for c in report["calls"]] == [35.0, 55.0]
+    assert [c["published_to_played_ms"]["n"] for c in report["calls"]] == [0, 0]  # no playout stamps here
+    assert report["failures"] == ["call 2: a reply was lost"]
+    assert report["listener_receive_buffer"]["mean_ms"] == 30.0  # the last call's, as a single call reports it
+    text = summary(report, "livekit mode")
+    assert "2 calls pooled" in text and "call 1: heard 35.0, jitter buffer mean 20.0" in text
+    page_call = {**calls[0], "listener_receive_buffer": None, "page": {"jitter_buffer_ms": 40}}
+    assert "call 1: heard 35.0, jitter buffer mean 40.0" in summary(pool_calls([page_call, calls[1]]), "livekit")
+    single = pool_calls(calls[1:])
+    assert single["failures"] == ["a reply was lost"] and "calls pooled" not in summary(single, "livekit mode")
+
+
+def test_barge_ins_are_spread_over_the_calls_as_evenly_as_they_go():
+    assert barge_ins_per_call(20, 1) == [20]
+    assert barge_ins_per_call(20, 5) == [4, 4, 4, 4, 4]
+    assert barge_ins_per_call(7, 3) == [3, 2, 2]
+    assert sum(barge_ins_per_call(21, 4)) == 21

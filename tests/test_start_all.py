@@ -106,14 +106,15 @@ def soak(env: dict[str, str], page: str, report_path: Path, timeout: float, *ext
 
 
 def assert_bench_duplex(env: dict[str, str], page: str, report_path: Path, barge_ins: int = 3,
-                        *extra: str) -> None:
+                        *extra: str, calls: int = 1) -> None:
     """scripts/bench_duplex.py, short. Its stages happen in order on one clock, every barge-in silences
     the agent at the listener (the early pause before the VAD's confirmation) and every turn is heard,
     its wait split into deciding the turn was over, the models and the rest (bounds: behaviour, not
-    speed). `extra`: e.g. --browser, the page in real Chromium as the user."""
+    speed). `extra`: e.g. --browser, the page in real Chromium as the user; `calls`: that many calls,
+    pooled, each with its own listener path in the report."""
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_duplex.py"), "--barge-ins", str(barge_ins),
-                           "--json", str(report_path), "--base", page, *extra], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                           "--calls", str(calls), "--json", str(report_path), "--base", page, *extra], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     print(done.stdout)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     report = json.loads(report_path.read_text())
@@ -131,6 +132,7 @@ def assert_bench_duplex(env: dict[str, str], page: str, report_path: Path, barge
         assert report["page"]["played_by"] == ("audio level" if report["mode"] == "direct" else "payload size")
         played = [t for t in heard if t["played"] is not None]
         assert len(played) >= len(heard) - 1 and all(t["published"] < t["played"] for t in played), report["turns"]
+    assert len(report["calls"]) == calls and all(c["published_to_heard_ms"]["n"] >= 1 for c in report["calls"])
     assert report_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -228,7 +230,7 @@ def test_start_status_soak_stop(run_env, fake_omni, tmp_path):
 
     report = soak(run_env, page, tmp_path / "soak.json", timeout=400)
     assert set(report["memory"]) == {"agent", "token_server"}
-    assert_bench_duplex(run_env, page, tmp_path / "bench_duplex.json")
+    assert_bench_duplex(run_env, page, tmp_path / "bench_duplex.json", calls=2)
     assert_bench_duplex(run_env, page, tmp_path / "bench_duplex_browser.json", 2, "--browser")
 
     # faults on every 7th turn (STT 500, STT timeout, LLM cut mid-stream, LLM 500, in turn), two

@@ -10,11 +10,14 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.observe.trace_stats import stage_stats
 
 from .host_cpu import cpu_share, cpu_ticks
+
+if TYPE_CHECKING:
+    from .utterances import Utterance
 
 BARGE_IN_STAGES = ("agent_onset", "paused", "vad_detected", "cut", "agent_silent", "played_silent", "heard_silent")
 TURN_STAGES = ("agent_end", "end_of_speech", "stt_done", "committed", "llm_first_token", "tts_first_audio", "published",
@@ -194,32 +197,36 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     2n+1 turns talking over every other reply (the options of scripts/bench_duplex.py), through the
     soak's client or (--browser) the page in Chromium; the pooled analysis, and how busy the host's
     CPUs were meanwhile (the agent, the listener and everything else on the box)."""
+    from .utterances import make_utterances
+
     before = cpu_ticks()
     shares = barge_ins_per_call(args.barge_ins, args.calls)
     calls = []
-    for k, barge_ins in enumerate(shares):
-        if len(shares) > 1:
-            print(f"[bench_duplex] call {k + 1}/{len(shares)}: {barge_ins} barge-ins, {2 * barge_ins + 1} turns",
-                  flush=True)
-        calls.append(await _run_call(args, barge_ins, args.seed + k))
+    with tempfile.TemporaryDirectory(prefix="bench-duplex-") as tmp:
+        # every call says the same sentences from the first on: synthesize them once, for the longest call
+        utterances = make_utterances(2 * shares[0] + 1, Path(tmp))
+        for k, barge_ins in enumerate(shares):
+            if len(shares) > 1:
+                print(f"[bench_duplex] call {k + 1}/{len(shares)}: {barge_ins} barge-ins, {2 * barge_ins + 1} turns",
+                      flush=True)
+            calls.append(await _run_call(args, utterances[:2 * barge_ins + 1], Path(tmp), args.seed + k))
     return {**pool_calls(calls), "host_cpu": cpu_share(before, cpu_ticks())}
 
 
-async def _run_call(args: argparse.Namespace, barge_ins: int, seed: int) -> dict[str, Any]:
+async def _run_call(args: argparse.Namespace, utterances: list[Utterance], workdir: Path,
+                    seed: int) -> dict[str, Any]:
+    """One call saying `utterances` (`workdir`: where the page's microphone file goes)."""
     import aiohttp
 
     from .soak import Soak, call, get_token, make_client
-    from .utterances import make_utterances
 
-    with tempfile.TemporaryDirectory(prefix="bench-duplex-") as tmp:
-        utterances = make_utterances(2 * barge_ins + 1, Path(tmp))
-        if args.browser:
-            from .browser_call import browser_call
-            heard = await browser_call(args.base, utterances, Path(tmp))
-            failures = [f"the page showed: {e}" for e in heard["errors"]]
-            result = analyse(heard["spoken"], heard["records"], heard["heard_at"], heard["played_at"],
-                             played_ends=not heard["reply_starts_only"])
-            return {"mode": heard["mode"], "client": "chromium", "failures": failures, "page": heard["page"], **result}
+    if args.browser:
+        from .browser_call import browser_call
+        heard = await browser_call(args.base, utterances, workdir)
+        failures = [f"the page showed: {e}" for e in heard["errors"]]
+        result = analyse(heard["spoken"], heard["records"], heard["heard_at"], heard["played_at"],
+                         played_ends=not heard["reply_starts_only"])
+        return {"mode": heard["mode"], "client": "chromium", "failures": failures, "page": heard["page"], **result}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
                                      timeout=aiohttp.ClientTimeout(total=30)) as http:
         grant = await get_token(http, args.base.rstrip("/"), f"bench-duplex-{os.getpid()}")

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -342,3 +345,15 @@ def test_barge_ins_are_spread_over_the_calls_as_evenly_as_they_go():
     assert barge_ins_per_call(20, 5) == [4, 4, 4, 4, 4]
     assert barge_ins_per_call(7, 3) == [3, 2, 2]
     assert sum(barge_ins_per_call(21, 4)) == 21
+
+
+@pytest.mark.parametrize("calls", ["0", "4"])
+def test_bench_duplex_refuses_more_calls_than_barge_ins_or_none_before_it_calls_anyone(calls, tmp_path):
+    """Every call makes at least one barge-in: --calls outside 1..--barge-ins is a usage error, said
+    plainly, before anything is spoken or written."""
+    out = tmp_path / "never.json"
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "bench_duplex.py"),
+                           "--barge-ins", "3", "--calls", calls, "--json", str(out), "--base", "http://127.0.0.1:9"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--calls must be between 1 and --barge-ins" in done.stderr, done.stderr
+    assert not out.exists()

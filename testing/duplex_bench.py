@@ -156,7 +156,7 @@ def summary(result: dict[str, Any], mode: str) -> str:
              f"  {'barge-in, ms after our onset':32s} {'n':>4s} {'p50':>8s} {'p95':>8s} {'max':>8s}"]
 
     def row(name: str, st: dict[str, Any]) -> str:
-        cells = [f"{st[k]:8.1f}" if st[k] is not None else f"{'-':>8s}" for k in ("p50", "p95", "max")]
+        cells = [f"{_cell(st[k]):>8s}" for k in ("p50", "p95", "max")]
         return f"  {name:32s} {st['n']:4d} {' '.join(cells)}"
     lines += [row(s, st) for s, st in result["barge_in_stages_ms"].items()]
     lines.append(f"  {'turn, ms after our end of speech':32s}")
